@@ -1,0 +1,36 @@
+"""Installs ``speechbrain_elbo``: diffusion speech enhancement for SpeechBrain."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = {}
+exec((HERE / "speechbrain_elbo" / "version.py").read_text(), VERSION)
+
+setup(
+    name="speechbrain_elbo",
+    version=VERSION["__version__"],
+    description=(
+        "Diffusion-based speech enhancement and dereverberation for "
+        "SpeechBrain, with ELBO-aware losses and a two-stage pipeline"
+    ),
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["speechbrain_elbo", "speechbrain_elbo.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch==2.11.0",
+        "torchaudio==2.11.0",
+        "speechbrain==1.1.2",
+        "hyperpyyaml",
+        "pesq",
+        "pyroomacoustics",
+        "pystoi",
+        "sentencepiece",
+        "soundfile",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+)

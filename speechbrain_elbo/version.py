@@ -1,0 +1,3 @@
+"""The package version, defined once and read by ``setup.py``."""
+
+__version__ = "0.1.0"
