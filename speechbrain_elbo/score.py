@@ -1,0 +1,113 @@
+"""From a network's raw output to the score of METHOD.md s. 2.
+
+The score convention: s(x_t, y, t) approximates -(x_t - mu_t) / sigma_t^2,
+so the regression target for one sample is -z / sigma_t. The backbone
+receives the channels [Re x_t, Im x_t, Re y, Im y] and the noise level
+log(sigma_t); it predicts the normalised noise z ("noise prediction"), and
+the score is exactly
+
+    s = -net(x_t, y, log sigma_t) / sigma_t.
+
+This is the SGMSE+ parameterisation (its network divides by the noise scale
+and the model negates), written so that the conversion is one line and can
+be tested on its own. The conversion runs in float32 under autocast.
+
+Example
+-------
+>>> from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+>>> class Zero(torch.nn.Module):
+...     def forward(self, x, cond):
+...         return torch.zeros(x.shape[0], 2, *x.shape[2:])
+>>> model = ScoreModel(Zero(), OUVESDE(GeometricGNS()))
+>>> x = torch.ones(1, 1, 4, 3, dtype=torch.complex64)
+>>> model(x, x, torch.tensor([0.5])).abs().max()
+tensor(0.)
+"""
+
+import torch
+
+from speechbrain_elbo.sde import expand_time
+
+__all__ = ["ScoreModel", "complex_to_channels", "channels_to_complex"]
+
+
+def complex_to_channels(*specs):
+    """Stack complex (B, 1, F, T) tensors as real channels (B, 2k, F, T).
+
+    Example
+    -------
+    >>> x = torch.tensor([[[[1 + 2j]]]])
+    >>> complex_to_channels(x, 3 * x).flatten()
+    tensor([1., 2., 3., 6.])
+    """
+    parts = []
+    for spec in specs:
+        parts.extend([spec.real, spec.imag])
+    return torch.cat(parts, dim=1)
+
+
+def channels_to_complex(channels):
+    """Real channels (B, 2, F, T) -> complex64 (B, 1, F, T), in float32.
+
+    Example
+    -------
+    >>> channels_to_complex(torch.tensor([[[[1.0]], [[2.0]]]]))
+    tensor([[[[1.+2.j]]]])
+    """
+    if channels.shape[1] != 2:
+        raise ValueError(
+            f"Expected 2 output channels (real, imaginary), got "
+            f"{channels.shape[1]}."
+        )
+    channels = channels.float()
+    return torch.complex(channels[:, :1], channels[:, 1:])
+
+
+class ScoreModel(torch.nn.Module):
+    """A backbone network turned into the score of the SDE.
+
+    Arguments
+    ---------
+    backbone : torch.nn.Module
+        Maps real channels (B, 4, F, T) and a noise level (B,) to (B, 2, F, T),
+        e.g. :class:`speechbrain_elbo.lobes.ncsnpp.NCSNpp`.
+    sde : speechbrain_elbo.sde.OUVESDE
+        Gives sigma_t.
+
+    Example
+    -------
+    >>> from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+    >>> class Noise(torch.nn.Module):
+    ...     def forward(self, x, cond):
+    ...         return torch.ones(x.shape[0], 2, *x.shape[2:])
+    >>> sde = OUVESDE(GeometricGNS())
+    >>> model = ScoreModel(Noise(), sde)
+    >>> x = torch.zeros(1, 1, 2, 2, dtype=torch.complex64)
+    >>> t = torch.tensor([1.0])
+    >>> model(x, x, t)[0, 0, 0, 0] * sde.std(t)
+    tensor([-1.-1.j])
+    """
+
+    def __init__(self, backbone, sde):
+        super().__init__()
+        self.backbone = backbone
+        self.sde = sde
+
+    def noise_level(self, t):
+        """The conditioning scalar given to the backbone: log(sigma_t)."""
+        return torch.log(self.sde.std(t))
+
+    def predict_noise(self, x_t, y, t):
+        """The backbone's estimate of z (complex), before the conversion."""
+        inputs = complex_to_channels(x_t, y)
+        return channels_to_complex(self.backbone(inputs, self.noise_level(t)))
+
+    def forward(self, x_t, y, t):
+        """Score s(x_t, y, t), complex64 (B, 1, F, T)."""
+        sigma = expand_time(self.sde.std(t), x_t)
+        # s = -z_hat / sigma_t
+        return -self.predict_noise(x_t, y, t) / sigma
+
+    def data_prediction(self, x_t, y, t):
+        """Tweedie estimate x0_hat of the clean spectrogram."""
+        return self.sde.data_prediction(x_t, y, t, self(x_t, y, t))
