@@ -5,7 +5,8 @@
 
 with x0_hat the Tweedie data prediction and x_t ~ q(. | x0, y). The squared
 Frobenius norms are estimated with Hutchinson probes, E_v |J v|^2 for complex
-Gaussian v (real and imaginary parts independent), the Jacobian-vector
+Gaussian v (real and imaginary parts independent; the same v probes both
+Jacobians, so that the noise of the ratio partly cancels), the Jacobian-vector
 products computed by central finite differences (any network, no autograd)
 or by forward-mode automatic differentiation (``method="jvp"``).
 
@@ -111,10 +112,10 @@ def importance_of_condition(
     norm_x = torch.zeros(x0.shape[0], device=x0.device)
     norm_y = torch.zeros_like(norm_x)
     for _ in range(probes):
-        v_x = complex_noise(x_t, generator)
-        v_y = complex_noise(y, generator)
-        J_x = jvp(lambda x: predict(x, y), x_t, v_x)
-        J_y = jvp(lambda c: predict(x_t, c), y, v_y)
+        # one probe for both Jacobians: the ratio's noise partly cancels
+        probe = complex_noise(x_t, generator)
+        J_x = jvp(lambda x: predict(x, y), x_t, probe)
+        J_y = jvp(lambda c: predict(x_t, c), y, probe)
         norm_x += _squared_norm(J_x, mask)
         norm_y += _squared_norm(J_y, mask)
     return norm_y / (norm_y + norm_x)
