@@ -251,6 +251,8 @@ def test_valid_speakers_must_leave_both_sets(corpus, tmp_path, caplog):
         )
     assert "['p999'] are not in the training set" in caplog.text
     assert sorted(load(out["valid"])) == ["p226_001", "p226_002"]
+    out = prepare_voicebank(root, tmp_path / "s4", valid_speakers="p250")
+    assert sorted(load(out["valid"])) == ["p250_001", "p250_002"]
 
 
 def test_warns_on_unofficial_counts(corpus, tmp_path, caplog):

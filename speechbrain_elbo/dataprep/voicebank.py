@@ -106,7 +106,7 @@ def prepare_voicebank(
         Root of the corpus (official layout, 48 kHz or 16 kHz).
     save_folder : str or pathlib.Path
         Where the manifests and the resampled cache go.
-    valid_speakers : sequence of str
+    valid_speakers : sequence of str or str
         Training speakers held out for validation.
     sample_rate : int
         Sample rate of the prepared audio.
@@ -170,6 +170,8 @@ def prepare_voicebank(
         subset: {uid: speaker_of(uid) for uid in subset_pairs}
         for subset, subset_pairs in pairs.items()
     }
+    if isinstance(valid_speakers, str):
+        valid_speakers = [valid_speakers]
     valid_speakers = sorted(set(valid_speakers))
     train_speakers = sorted(set(speakers["train"].values()))
     absent = [spk for spk in valid_speakers if spk not in train_speakers]
