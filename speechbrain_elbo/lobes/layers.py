@@ -256,7 +256,7 @@ class FIRResample2d(nn.Module):
         torch.Tensor
             (B, C, 2H, 2W) for "up", (B, C, H/2, W/2) for "down".
         """
-        batch, channels, height, width = x.shape
+        channels = x.shape[1]
         weight = self.kernel.to(x.dtype).expand(channels, 1, -1, -1)
         if self.direction == "up":
             return F.conv_transpose2d(
@@ -388,7 +388,8 @@ class GaussianFourierProjection(nn.Module):
 
     def forward(self, cond):
         """Embed ``cond`` of shape (B,) into (B, 2 * embedding_size)."""
-        proj = cond.float()[:, None] * self.W[None, :] * (2.0 * math.pi)
+        proj = cond.to(self.W.dtype)[:, None] * self.W[None, :]
+        proj = proj * (2.0 * math.pi)
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
 

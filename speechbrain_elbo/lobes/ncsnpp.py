@@ -41,6 +41,7 @@ from speechbrain_elbo.lobes.layers import (
     ResBlockDDPM,
     conv2d,
     default_init_,
+    fir_kernel_2d,
     get_activation,
     group_norm,
 )
@@ -169,6 +170,7 @@ class NCSNpp(nn.Module):
         super().__init__()
         ch_mult = _int_tuple(ch_mult, "ch_mult")
         attn_resolutions = _int_tuple(attn_resolutions, "attn_resolutions")
+        fir_kernel_2d(fir_kernel)  # raises a clear error for bad taps
         fir_kernel = tuple(float(v) for v in fir_kernel)
         if not ch_mult:
             raise ValueError("ch_mult needs at least one level, e.g. [1, 2].")
@@ -348,7 +350,7 @@ class NCSNpp(nn.Module):
                 "This NCSNpp is noise-conditional (conditional=True): pass "
                 "cond, a (B,) tensor such as log(sigma_t) or t."
             )
-        cond = torch.as_tensor(cond)
+        cond = torch.as_tensor(cond, device=self.fourier.W.device)
         if cond.dim() == 0:
             cond = cond.expand(batch)
         if cond.shape != (batch,) or cond.is_complex():
