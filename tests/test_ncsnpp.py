@@ -383,3 +383,22 @@ def test_group_norm_groups():
     assert group_norm(64).num_groups == 16
     with pytest.raises(ValueError, match="C >= 4"):
         group_norm(2)
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "small.yaml"])
+def test_config_rebuilds_the_same_network(name):
+    hparams = load(name)
+    net = hparams["score_model"]
+    # Every YAML hyper-parameter is recorded, as a plain value.
+    for key, value in net.config.items():
+        expected = hparams[key]
+        assert value == expected, key
+        assert not isinstance(value, tuple)
+    torch.manual_seed(0)
+    first = NCSNpp(**net.config)
+    torch.manual_seed(0)
+    second = NCSNpp(**first.config)
+    assert first.config == second.config == net.config
+    assert count(second) == CONFIGS[name][1]
+    s1, s2 = first.state_dict(), second.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)

@@ -140,3 +140,15 @@ def test_yaml_overrides():
         refiner = load_hyperpyyaml(f, {"patch_size": 2, "nf": 32})["refiner"]
     assert refiner.frame_multiple == 16
     assert refiner.backbone.input_conv.out_channels == 32
+
+
+def test_config_rebuilds_the_same_network():
+    with open(MODELS / "refiner_small.yaml") as f:
+        hparams = load_hyperpyyaml(f)
+    refiner = hparams["refiner"]
+    assert set(refiner.config) == {k for k in hparams if k != "refiner"}
+    for key, value in refiner.config.items():
+        assert value == hparams[key], key
+    rebuilt = Refiner(**refiner.config)
+    assert rebuilt.config == refiner.config
+    assert sum(p.numel() for p in rebuilt.parameters()) == 4_585_320

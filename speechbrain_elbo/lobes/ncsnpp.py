@@ -126,6 +126,15 @@ class NCSNpp(nn.Module):
         Fold ``patch_size x patch_size`` patches into channels at the input
         (pixel unshuffle) and unfold them at the output; 1 disables it.
 
+    Attributes
+    ----------
+    frame_multiple : int
+        ``patch_size * 2 ** (len(ch_mult) - 1)``: F must be a multiple of
+        it, and the frame axis is padded to one internally.
+    config : dict
+        The constructor arguments as plain values (lists, not tuples), so
+        that ``NCSNpp(**net.config)`` rebuilds the same network.
+
     Example
     -------
     >>> # The tiny configuration of hparams/models/tiny.yaml
@@ -187,6 +196,28 @@ class NCSNpp(nn.Module):
         )
         combine = _choice(
             progressive_combine, "progressive_combine", ("sum", "cat")
+        )
+        # Constructor arguments, plain values: what an export writes out.
+        self.config = dict(
+            in_channels=int(in_channels),
+            out_channels=int(out_channels),
+            nf=int(nf),
+            ch_mult=list(ch_mult),
+            num_res_blocks=int(num_res_blocks),
+            attn_resolutions=list(attn_resolutions),
+            dropout=float(dropout),
+            fir_kernel=list(fir_kernel),
+            skip_rescale=bool(skip_rescale),
+            resblock_type=self.resblock_type,
+            progressive=self.progressive,
+            progressive_input=self.progressive_input,
+            progressive_combine=combine,
+            init_scale=float(init_scale),
+            fourier_scale=float(fourier_scale),
+            conditional=bool(conditional),
+            nonlinearity=str(nonlinearity),
+            num_freqs=int(num_freqs),
+            patch_size=int(patch_size),
         )
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -54,6 +54,12 @@ class Refiner(nn.Module):
     patch_size : int
         Patch folding factor (1 disables it).
 
+    Attributes
+    ----------
+    config : dict
+        The constructor arguments as plain values, so that
+        ``Refiner(**refiner.config)`` rebuilds the same network.
+
     Example
     -------
     >>> # The tiny configuration of hparams/models/refiner_tiny.yaml
@@ -107,6 +113,16 @@ class Refiner(nn.Module):
             num_freqs=num_freqs,
             patch_size=patch_size,
         )
+        config = dict(self.backbone.config)
+        for key in (
+            "in_channels",
+            "out_channels",
+            "fourier_scale",
+            "conditional",
+        ):
+            del config[key]
+        # Constructor arguments, plain values: what an export writes out.
+        self.config = config
         nn.init.zeros_(self.backbone.output_layer.weight)
         nn.init.zeros_(self.backbone.output_layer.bias)
 
