@@ -1,0 +1,1326 @@
+"""Pretrained diffusion enhancer: load an exported folder, enhance audio.
+
+:class:`DiffusionEnhancement` is a SpeechBrain ``Pretrained`` interface over
+a folder written by :func:`speechbrain_elbo.export.export_enhancer` (stage 1
+alone, or both stages). It enhances
+
+- batches of waveforms (:meth:`DiffusionEnhancement.enhance_batch`),
+- one long waveform in overlapping chunks joined by cross-fades, with
+  memory bounded by the chunk size (:meth:`DiffusionEnhancement.enhance_long`),
+- audio files, streamed from disk chunk by chunk and written atomically
+  (:meth:`DiffusionEnhancement.enhance_file`).
+
+The pipeline is that of METHOD.md: peak normalisation by the noisy peak,
+compressed complex STFT, frame padding to the backbone's multiple, reverse
+diffusion (predictor-corrector or probability-flow ODE), optional
+refinement, cropping, inverse STFT and de-normalisation. Sampler, number of
+steps, corrector, refiner and seed can be chosen per call; the same seed
+gives the same output on the same device.
+
+Example
+-------
+>>> from speechbrain_elbo.export import export_enhancer
+>>> from speechbrain_elbo.lobes.ncsnpp import NCSNpp
+>>> from speechbrain_elbo.sampling import Sampler
+>>> from speechbrain_elbo.sde import GeometricGNS, OUVESDE
+>>> from speechbrain_elbo.spectral import SpectralTransform
+>>> config = dict(nf=4, ch_mult=[1, 2, 2, 2], num_res_blocks=1,
+...               attn_resolutions=[])
+>>> net = NCSNpp(**config)
+>>> net.config = config
+>>> folder = export_enhancer(getfixture("tmp_path") / "model", net,
+...     OUVESDE(GeometricGNS()), SpectralTransform(), Sampler("pc", 30))
+>>> enhancer = DiffusionEnhancement.from_hparams(source=folder,
+...     run_opts={"device": "cpu"})
+>>> noisy = torch.randn(2, 4000)
+>>> enhanced = enhancer.enhance_batch(noisy, steps=2, seed=0)
+>>> enhanced.shape, enhancer.last_nfe
+(torch.Size([2, 4000]), 4)
+"""
+
+import logging
+import math
+import os
+import pathlib
+import tempfile
+
+import soundfile as sf
+import torch
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.fetching import FetchConfig, LocalStrategy
+
+from speechbrain_elbo.export import (
+    HPARAMS_FILE,
+    ModelFolderError,
+    file_sha256,
+)
+from speechbrain_elbo.sampling import SAMPLERS, Sampler
+from speechbrain_elbo.score import ScoreModel
+from speechbrain_elbo.spectral import (
+    crop_frames,
+    pad_frames,
+    peak_normalize,
+    sample_mask,
+)
+
+__all__ = [
+    "DiffusionEnhancement",
+    "EnhancementInputError",
+    "crossfade_windows",
+    "chunk_windows",
+    "overlap_add",
+    "chunk_layout",
+    "write_audio_atomic",
+    "SAMPLER_ALIASES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Extra sampler names accepted per call: "ode" is the 2nd-order ODE solver.
+SAMPLER_ALIASES = {"ode": "heun"}
+CROSSFADES = ("raised_cosine", "linear", "equal_power")
+
+
+class EnhancementInputError(ValueError):
+    """The audio given for enhancement cannot be enhanced as it is."""
+
+
+# ---------------------------------------------------------------------------
+# Chunking and cross-fades
+# ---------------------------------------------------------------------------
+def crossfade_windows(overlap, kind="raised_cosine", device=None):
+    """Fade-in and fade-out ramps of ``overlap`` samples.
+
+    - ``"raised_cosine"`` (default): ``sin^2`` / ``cos^2`` half-period
+      ramps. They sum to exactly one, so two identical overlapping signals
+      join into the signal itself, and the ramps have zero slope at both
+      ends: no seam in level or in slope.
+    - ``"linear"``: straight ramps; they also sum to one, with a slope
+      discontinuity at the ends.
+    - ``"equal_power"``: ``sin`` / ``cos``; their *squares* sum to one,
+      which keeps the power of two *uncorrelated* signals constant but
+      raises correlated ones by up to sqrt(2) (3 dB) mid-fade. Chunks
+      enhanced from overlapping audio are strongly correlated, so this
+      option creates a level bump (see the tests); it is offered for
+      comparison only.
+
+    Arguments
+    ---------
+    overlap : int
+        Number of samples of the fade (>= 1).
+    kind : str
+        One of ``"raised_cosine"``, ``"linear"``, ``"equal_power"``.
+    device : torch.device, optional
+        Device of the ramps.
+
+    Returns
+    -------
+    fade_in, fade_out : torch.Tensor
+        Float32 ramps of shape (overlap,); ``fade_out`` is ``fade_in``
+        reversed.
+
+    Example
+    -------
+    >>> fade_in, fade_out = crossfade_windows(4)
+    >>> fade_in
+    tensor([0.0381, 0.3087, 0.6913, 0.9619])
+    >>> fade_in + fade_out
+    tensor([1., 1., 1., 1.])
+    """
+    if overlap < 1:
+        raise ValueError(f"overlap must be >= 1 sample, got {overlap}.")
+    if kind not in CROSSFADES:
+        raise ValueError(
+            f"Unknown cross-fade {kind!r}; choose from {CROSSFADES}."
+        )
+    # sample centres, so that the ramp is symmetric and never exactly 0 or 1
+    position = (torch.arange(overlap, device=device) + 0.5) / overlap
+    if kind == "raised_cosine":
+        fade_in = torch.sin(0.5 * math.pi * position) ** 2
+    elif kind == "linear":
+        fade_in = position
+    else:
+        fade_in = torch.sin(0.5 * math.pi * position)
+    fade_in = fade_in.float()
+    return fade_in, fade_in.flip(0)
+
+
+def chunk_windows(
+    num_chunks, chunk, overlap, first, last, kind="raised_cosine"
+):
+    """Per-chunk weights for an overlap-add join, shape (num_chunks, chunk).
+
+    Each chunk fades in over its first ``overlap`` samples and out over its
+    last ones, except the very first chunk of the signal (no fade-in) and
+    the very last (no fade-out).
+
+    Arguments
+    ---------
+    num_chunks : int
+        Number of chunks in this group.
+    chunk : int
+        Chunk length in samples (>= 2 overlap).
+    overlap : int
+        Overlap between consecutive chunks in samples.
+    first, last : bool
+        Whether the group's first (last) chunk is the signal's first (last).
+    kind : str
+        Cross-fade shape, see :func:`crossfade_windows`.
+
+    Example
+    -------
+    >>> chunk_windows(2, 4, 2, True, True, "linear")
+    tensor([[1.0000, 1.0000, 0.7500, 0.2500],
+            [0.2500, 0.7500, 1.0000, 1.0000]])
+    """
+    windows = torch.ones(num_chunks, chunk)
+    if overlap == 0:
+        return windows
+    fade_in, fade_out = crossfade_windows(overlap, kind)
+    windows[:, :overlap] = fade_in
+    windows[:, chunk - overlap :] = fade_out
+    if first:
+        windows[0, :overlap] = 1.0
+    if last:
+        windows[-1, chunk - overlap :] = 1.0
+    return windows
+
+
+def overlap_add(chunks, hop):
+    """Sum chunks placed ``hop`` samples apart (vectorised, via ``fold``).
+
+    Arguments
+    ---------
+    chunks : torch.Tensor
+        Shape (N, C): N chunks of C samples (already windowed).
+    hop : int
+        Distance between chunk starts (<= C).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ((N - 1) hop + C,).
+
+    Example
+    -------
+    >>> overlap_add(torch.ones(3, 4), hop=2)
+    tensor([1., 1., 2., 2., 2., 2., 1., 1.])
+    """
+    count, size = chunks.shape
+    if hop < 1 or hop > size:
+        raise ValueError(f"hop must lie in [1, {size}], got {hop}.")
+    length = (count - 1) * hop + size
+    folded = torch.nn.functional.fold(
+        chunks.t().unsqueeze(0),
+        output_size=(1, length),
+        kernel_size=(1, size),
+        stride=(1, hop),
+    )
+    return folded.reshape(length)
+
+
+def chunk_layout(num_samples, chunk, overlap):
+    """How a signal is cut into overlapping chunks.
+
+    A signal no longer than ``chunk`` is one chunk of its own length.
+    Otherwise chunks of ``chunk`` samples start every ``chunk - overlap``
+    samples; the last one is zero-padded past the end of the signal.
+
+    Returns
+    -------
+    count : int
+        Number of chunks.
+    size : int
+        Chunk length in samples.
+    hop : int
+        Distance between chunk starts.
+
+    Example
+    -------
+    >>> chunk_layout(100, 40, 10)
+    (3, 40, 30)
+    >>> chunk_layout(30, 40, 10)
+    (1, 30, 30)
+    """
+    if num_samples <= chunk:
+        return 1, num_samples, num_samples
+    hop = chunk - overlap
+    count = math.ceil((num_samples - overlap) / hop)
+    return count, chunk, hop
+
+
+# ---------------------------------------------------------------------------
+# Audio files
+# ---------------------------------------------------------------------------
+def write_audio_atomic(path, waveform, sample_rate, subtype=None):
+    """Write a mono waveform to ``path`` through a temporary file + rename.
+
+    The temporary file lives in the target folder, so the final
+    ``os.replace`` is atomic: a reader never sees a half-written file.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        Output file; its extension selects the format (e.g. ``.wav``).
+    waveform : torch.Tensor
+        Shape (L,), float.
+    sample_rate : int
+        Sample rate in Hz.
+    subtype : str, optional
+        soundfile subtype; default ``"FLOAT"`` for WAV (no clipping, no
+        quantisation), soundfile's default otherwise. Integer subtypes clip
+        at full scale (logged).
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "out.wav"
+    >>> write_audio_atomic(path, torch.zeros(160), 16000)
+    >>> sf.info(str(path)).frames
+    160
+    """
+    with _AtomicAudioWriter(path, sample_rate, subtype) as writer:
+        writer.write(waveform)
+
+
+class _AtomicAudioWriter:
+    """Stream blocks into a temporary audio file, then rename it."""
+
+    def __init__(self, path, sample_rate, subtype=None):
+        self.path = pathlib.Path(path)
+        self.sample_rate = int(sample_rate)
+        fmt = self.path.suffix.lstrip(".").upper() or "WAV"
+        if fmt == "WAV" and subtype is None:
+            subtype = "FLOAT"
+        if not sf.check_format(fmt, subtype):
+            raise ValueError(
+                f"Cannot write {self.path.name}: format {fmt} with subtype "
+                f"{subtype} is not supported by soundfile."
+            )
+        self.format = fmt
+        self.subtype = subtype
+        self.clips = subtype is not None and subtype.upper() not in (
+            "FLOAT",
+            "DOUBLE",
+            "VORBIS",
+            "OPUS",
+        )
+        self.clipped = 0
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.stem}.", suffix=".part", dir=self.path.parent
+        )
+        os.close(handle)
+        self.tmp = pathlib.Path(tmp)
+        self.file = sf.SoundFile(
+            str(self.tmp),
+            mode="w",
+            samplerate=self.sample_rate,
+            channels=1,
+            format=self.format,
+            subtype=self.subtype,
+        )
+        return self
+
+    def write(self, block):
+        block = block.detach().to("cpu", torch.float32).reshape(-1)
+        if self.clips:
+            over = block.abs() > 1.0
+            self.clipped += int(over.sum())
+            block = block.clamp(-1.0, 1.0)
+        self.file.write(block.numpy())
+
+    def __exit__(self, exc_type, exc, tb):
+        self.file.close()
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            return False
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+        if self.clipped:
+            logger.warning(
+                "%s: %d samples exceeded full scale and were clipped by the "
+                "%s subtype; use a float subtype to keep them.",
+                self.path,
+                self.clipped,
+                self.subtype,
+            )
+        return False
+
+
+class _FileReader:
+    """Mono float32 blocks of an audio file, zero-padded past its end."""
+
+    def __init__(self, path, mix_down):
+        self.path = pathlib.Path(path)
+        self.mix_down = mix_down
+        self.file = sf.SoundFile(str(self.path))
+        self.num_samples = self.file.frames
+
+    def _mono(self, block):
+        block = torch.from_numpy(block)
+        return block.mean(dim=1) if self.mix_down else block[:, 0]
+
+    def read(self, start, stop):
+        out = torch.zeros(stop - start)
+        if start < self.num_samples:
+            self.file.seek(start)
+            count = min(stop, self.num_samples) - start
+            block = self.file.read(count, dtype="float32", always_2d=True)
+            out[: block.shape[0]] = self._mono(block)
+        return out
+
+    def peak(self, block_size=1 << 18):
+        """Peak of the whole file; checks every sample is finite."""
+        peak = 0.0
+        self.file.seek(0)
+        for block in self.file.blocks(
+            blocksize=block_size, dtype="float32", always_2d=True
+        ):
+            mono = self._mono(block)
+            if not torch.isfinite(mono).all():
+                raise EnhancementInputError(
+                    f"{self.path} contains NaN or Inf samples; repair the "
+                    "file before enhancing it."
+                )
+            if mono.numel():
+                peak = max(peak, float(mono.abs().max()))
+        return peak
+
+    def close(self):
+        self.file.close()
+
+
+class _TensorReader:
+    def __init__(self, waveform):
+        self.waveform = waveform
+        self.num_samples = waveform.shape[-1]
+
+    def read(self, start, stop):
+        block = self.waveform[start:stop]
+        if block.shape[0] < stop - start:
+            block = torch.nn.functional.pad(
+                block, (0, stop - start - len(block))
+            )
+        return block
+
+
+# ---------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------
+class DiffusionEnhancement(Pretrained):
+    """Score-based (diffusion) speech enhancement from an exported folder.
+
+    Load it with :meth:`from_hparams` from a folder written by
+    :func:`speechbrain_elbo.export.export_enhancer`. The folder's
+    ``hyperparams.yaml`` defines ``sde``, ``transform``, ``sampler`` (the
+    default sampling settings), ``sample_rate`` and the modules
+    ``score_model`` (the backbone) and optionally ``refiner``.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        Forwarded to ``speechbrain.inference.interfaces.Pretrained``
+        (``modules``, ``hparams``, ``run_opts``, ``freeze_params``).
+    chunk_seconds : float
+        Audio longer than this is enhanced in overlapping chunks of this
+        length by :meth:`enhance_long` and :meth:`enhance_file` (default
+        10 s, or ``chunk_seconds`` from the hyperparameters).
+    overlap_seconds : float
+        Overlap of consecutive chunks, cross-faded (default 1 s).
+    max_batch : int
+        Chunks enhanced together in one batch (default 1: the least
+        memory; raise it on a GPU).
+    crossfade : str
+        Shape of the cross-fade, see :func:`crossfade_windows`.
+
+    Attributes
+    ----------
+    last_nfe : int or None
+        Score-network evaluations per utterance of the last call.
+    last_refined : bool or None
+        Whether the last call applied the refiner.
+    last_num_chunks : int or None
+        Chunks the last long-audio call was cut into.
+    score_model : speechbrain_elbo.score.ScoreModel
+        The backbone turned into the score of the SDE.
+    """
+
+    HPARAMS_NEEDED = ["sde", "transform", "sampler", "sample_rate"]
+    MODULES_NEEDED = ["score_model"]
+
+    def __init__(
+        self,
+        *args,
+        chunk_seconds=None,
+        overlap_seconds=None,
+        max_batch=None,
+        crossfade=None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        for name in self.MODULES_NEEDED:
+            if name not in self.mods:
+                raise ModelFolderError(
+                    f"The hyperparameters define no module {name!r}: the "
+                    "folder was not written by export_enhancer."
+                )
+        hp = vars(self.hparams)
+        self.sde = self.hparams.sde
+        self.transform = self.hparams.transform
+        self.sample_rate = int(self.hparams.sample_rate)
+        self.default_sampler = self.hparams.sampler
+        self.score_model = ScoreModel(self.mods.score_model, self.sde).eval()
+        self.refiner = self.mods["refiner"] if "refiner" in self.mods else None
+        self.chunk_seconds = float(
+            _first(chunk_seconds, hp.get("chunk_seconds"), 10.0)
+        )
+        self.overlap_seconds = float(
+            _first(overlap_seconds, hp.get("overlap_seconds"), 1.0)
+        )
+        self.max_batch = int(_first(max_batch, hp.get("max_batch"), 1))
+        self.crossfade = _first(crossfade, hp.get("crossfade"), "raised_cosine")
+        self._check_chunking(self.chunk_seconds, self.overlap_seconds)
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}.")
+        crossfade_windows(1, self.crossfade)  # validates the name
+        self.last_nfe = None
+        self.last_refined = None
+        self.last_num_chunks = None
+
+    # -- loading ----------------------------------------------------------
+    @classmethod
+    def from_hparams(
+        cls,
+        source,
+        hparams_file=HPARAMS_FILE,
+        savedir=None,
+        overrides=None,
+        local_strategy=LocalStrategy.SYMLINK,
+        verify_checksums=True,
+        **kwargs,
+    ):
+        """Load an exported folder, with no network access.
+
+        Arguments
+        ---------
+        source : str or pathlib.Path
+            A local folder written by
+            :func:`speechbrain_elbo.export.export_enhancer`. (A hub model
+            must be downloaded first, e.g. with
+            ``huggingface_hub.snapshot_download``.)
+        hparams_file : str
+            Name of the hyperparameter file in the folder.
+        savedir : str or pathlib.Path, optional
+            Where SpeechBrain links (or copies, see ``local_strategy``) the
+            files. Default None: the files are read where they are.
+        overrides : dict, optional
+            HyperPyYAML overrides, e.g. ``{"sampler": ...}``.
+        local_strategy : speechbrain.utils.fetching.LocalStrategy
+            How files are brought into ``savedir`` (symlink by default).
+        verify_checksums : bool
+            Check each checkpoint against the SHA-256 recorded at export.
+        **kwargs
+            Forwarded to the constructor: ``run_opts={"device": ...}``,
+            ``chunk_seconds``, ``overlap_seconds``, ``max_batch``...
+
+        Returns
+        -------
+        DiffusionEnhancement
+        """
+        from hyperpyyaml import load_hyperpyyaml
+
+        folder = pathlib.Path(source).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"Model folder {source} does not exist (or is not a folder). "
+                "DiffusionEnhancement loads local folders written by "
+                "speechbrain_elbo.export.export_enhancer; download hub "
+                "models first."
+            )
+        folder = folder.absolute()
+        hparams_path = folder / hparams_file
+        if not hparams_path.is_file():
+            raise FileNotFoundError(
+                f"{hparams_path} is missing: {folder} is not an exported "
+                "model folder (export it with export_enhancer)."
+            )
+        merged = {"pretrained_path": str(folder)}
+        merged.update(overrides or {})
+        try:
+            with open(hparams_path, encoding="utf-8") as handle:
+                hparams = load_hyperpyyaml(handle, merged)
+        except Exception as error:
+            raise ModelFolderError(
+                f"{hparams_path} cannot be loaded ({type(error).__name__}: "
+                f"{error}). The file is corrupt or was written by an "
+                "incompatible version; export the model again."
+            ) from error
+        for key in ("pretrainer", "modules", *cls.HPARAMS_NEEDED):
+            if key not in hparams:
+                raise ModelFolderError(
+                    f"{hparams_path} defines no {key!r}: it was not written "
+                    "by export_enhancer."
+                )
+        pretrainer = hparams["pretrainer"]
+        for name, path in pretrainer.paths.items():
+            if not pretrainer.is_loadable(name):
+                continue
+            if not pathlib.Path(path).is_file():
+                raise FileNotFoundError(
+                    f"Checkpoint file {path} (module {name!r}) is missing "
+                    f"from {folder}; copy the whole exported folder."
+                )
+        if verify_checksums:
+            for filename, digest in (hparams.get("checksums") or {}).items():
+                path = folder / filename
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"Checkpoint file {path} is missing from {folder}; "
+                        "copy the whole exported folder."
+                    )
+                if file_sha256(path) != str(digest):
+                    raise ModelFolderError(
+                        f"Checkpoint file {path} is corrupt: its SHA-256 "
+                        f"does not match the one recorded in {hparams_file}. "
+                        "Copy or export the model again."
+                    )
+        hparams["savedir"] = savedir
+        if savedir is not None:
+            pathlib.Path(savedir).mkdir(parents=True, exist_ok=True)
+        # Re-link on every load (a reused savedir must not serve stale
+        # files); nothing is fetched from the network.
+        fetch_config = FetchConfig(overwrite=True, allow_network=False)
+        pretrainer.set_collect_in(savedir)
+        pretrainer.collect_files(
+            default_source=str(folder),
+            local_strategy=local_strategy,
+            fetch_config=fetch_config,
+        )
+        if savedir is not None:
+            from speechbrain.utils.fetching import fetch
+
+            fetch(
+                hparams_file,
+                source=str(folder),
+                savedir=savedir,
+                local_strategy=local_strategy,
+                fetch_config=fetch_config,
+            )
+        pretrainer.load_collected()
+        return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
+
+    # -- settings ---------------------------------------------------------
+    @property
+    def has_refiner(self):
+        """Whether the model has a stage-2 refiner."""
+        return self.refiner is not None
+
+    def make_sampler(
+        self, sampler=None, steps=None, corrector_steps=None, snr=None
+    ):
+        """The default sampler with the given settings changed.
+
+        Arguments
+        ---------
+        sampler : str, optional
+            ``"pc"``, ``"euler"``, ``"heun"`` or ``"ode"`` (= ``"heun"``).
+        steps : int, optional
+            Grid points N (>= 1).
+        corrector_steps : int, optional
+            Langevin steps per predictor step (``"pc"`` only).
+        snr : float, optional
+            Corrector step-size ratio (``"pc"`` only).
+
+        Returns
+        -------
+        speechbrain_elbo.sampling.Sampler
+        """
+        default = self.default_sampler
+        name = default.name if sampler is None else str(sampler).lower()
+        name = SAMPLER_ALIASES.get(name, name)
+        if name not in SAMPLERS:
+            choices = sorted([*SAMPLERS, *SAMPLER_ALIASES])
+            raise ValueError(
+                f"Unknown sampler {sampler!r}; choose one of {choices}."
+            )
+        if name != "pc" and (corrector_steps or snr is not None):
+            raise ValueError(
+                "corrector_steps and snr apply to the 'pc' sampler only, "
+                f"not to {name!r}."
+            )
+        steps = default.steps if steps is None else steps
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+        corrector = (
+            default.corrector_steps
+            if corrector_steps is None
+            else corrector_steps
+        )
+        if int(corrector) != corrector or corrector < 0:
+            raise ValueError(
+                f"corrector_steps must be an integer >= 0, got {corrector!r}."
+            )
+        snr = default.snr if snr is None else snr
+        return Sampler(name, int(steps), int(corrector), float(snr))
+
+    def _use_refiner(self, use_refiner):
+        if use_refiner is None:
+            return self.has_refiner
+        if use_refiner and not self.has_refiner:
+            raise ValueError(
+                "use_refiner=True, but this model has no refiner (it was "
+                "exported with stage 1 only)."
+            )
+        return bool(use_refiner)
+
+    def _generator(self, seed, generator):
+        if seed is not None and generator is not None:
+            raise ValueError("Pass either seed or generator, not both.")
+        if seed is not None:
+            return torch.Generator(device=self.device).manual_seed(int(seed))
+        if generator is not None:
+            if (
+                torch.device(generator.device).type
+                != torch.device(self.device).type
+            ):
+                raise ValueError(
+                    f"The generator is on {generator.device} but the model "
+                    f"runs on {self.device}; create it on {self.device}."
+                )
+        return generator
+
+    @staticmethod
+    def _check_chunking(chunk_seconds, overlap_seconds):
+        if chunk_seconds <= 0 or overlap_seconds < 0:
+            raise ValueError(
+                "chunk_seconds must be > 0 and overlap_seconds >= 0, got "
+                f"{chunk_seconds} and {overlap_seconds}."
+            )
+        if 2 * overlap_seconds > chunk_seconds:
+            raise ValueError(
+                f"overlap_seconds ({overlap_seconds}) must be at most half "
+                f"of chunk_seconds ({chunk_seconds})."
+            )
+
+    @property
+    def min_samples(self):
+        """Shortest input (in samples) the model accepts: one FFT window."""
+        return int(self.transform.n_fft)
+
+    # -- input checks -----------------------------------------------------
+    def check_waveforms(self, noisy, lengths=None, names=None):
+        """Check a batch for enhancement; raise a clear error if unusable.
+
+        Arguments
+        ---------
+        noisy : torch.Tensor
+            (B, L) or (L,) float waveforms.
+        lengths : torch.Tensor, optional
+            (B,) relative lengths.
+        names : list of str, optional
+            Names of the inputs (e.g. file paths) for the error messages.
+
+        Returns
+        -------
+        noisy : torch.Tensor
+            (B, L), zero past each length.
+        lengths : torch.Tensor
+            (B,) relative lengths.
+
+        Raises
+        ------
+        EnhancementInputError
+            Wrong type, dtype or shape; empty, too short, NaN/Inf or
+            all-zero input.
+        """
+        return self._check_batch(noisy, lengths, names)
+
+    def _check_batch(self, noisy, lengths, names=None):
+        def which(indices):
+            if names is not None:
+                return ", ".join(str(names[i]) for i in indices)
+            return f"Input(s) at batch index {indices}"
+
+        if not torch.is_tensor(noisy):
+            raise EnhancementInputError(
+                f"noisy must be a torch.Tensor, got {type(noisy).__name__}; "
+                "use torch.as_tensor(array)."
+            )
+        if not noisy.is_floating_point():
+            raise EnhancementInputError(
+                f"noisy has dtype {noisy.dtype}; convert integer PCM to "
+                "float first (e.g. wav.float() / 32768)."
+            )
+        if noisy.dim() == 1:
+            noisy = noisy.unsqueeze(0)
+        if noisy.dim() != 2:
+            raise EnhancementInputError(
+                f"Expected mono waveforms of shape (batch, samples), got "
+                f"{tuple(noisy.shape)}. Mix several channels down first "
+                "(e.g. wav.mean(dim=1)), or use enhance_file(..., "
+                "mix_down=True)."
+            )
+        batch, num_samples = noisy.shape
+        if batch == 0 or num_samples == 0:
+            raise EnhancementInputError(
+                f"The input is empty (shape {tuple(noisy.shape)})."
+            )
+        if lengths is None:
+            lengths = torch.ones(batch, device=noisy.device)
+        lengths = torch.as_tensor(lengths, dtype=torch.float32)
+        if lengths.shape != (batch,):
+            raise EnhancementInputError(
+                f"lengths must have shape ({batch},), got "
+                f"{tuple(lengths.shape)}."
+            )
+        if not ((lengths > 0) & (lengths <= 1)).all():
+            raise EnhancementInputError(
+                "lengths are relative (SpeechBrain convention) and must lie "
+                f"in (0, 1]; got {lengths.tolist()}."
+            )
+        mask = sample_mask(lengths.to(noisy.device), num_samples).bool()
+        valid = mask.sum(dim=1)
+        short = torch.nonzero(valid < self.min_samples).flatten().tolist()
+        if short:
+            raise EnhancementInputError(
+                f"{which(short)}: fewer than "
+                f"{self.min_samples} samples "
+                f"({self.min_samples / self.sample_rate * 1000:.0f} ms at "
+                f"{self.sample_rate} Hz): too short to enhance."
+            )
+        finite = torch.isfinite(noisy) | ~mask
+        if not finite.all():
+            bad = torch.nonzero(~finite.all(dim=1)).flatten().tolist()
+            raise EnhancementInputError(
+                f"{which(bad)}: NaN or Inf samples; "
+                "repair them (e.g. torch.nan_to_num) before enhancement."
+            )
+        silent = ((noisy != 0) & mask).sum(dim=1) == 0
+        if silent.any():
+            bad = torch.nonzero(silent).flatten().tolist()
+            raise EnhancementInputError(
+                f"{which(bad)}: all zeros, there is nothing to enhance."
+            )
+        noisy = torch.where(mask, noisy, torch.zeros_like(noisy))
+        return noisy, lengths
+
+    def _to_mono(self, waveform, mix_down, what="The waveform"):
+        if not torch.is_tensor(waveform):
+            raise EnhancementInputError(
+                f"{what} must be a torch.Tensor, got {type(waveform).__name__}."
+            )
+        if waveform.dim() == 2 and waveform.shape[0] == 1:
+            waveform = waveform[0]
+        if waveform.dim() == 2:
+            if not mix_down:
+                raise EnhancementInputError(
+                    f"{what} has {waveform.shape[0]} channels (channels "
+                    "first); pass mix_down=True to average them to mono."
+                )
+            waveform = waveform.mean(dim=0)
+        if waveform.dim() != 1:
+            raise EnhancementInputError(
+                f"{what} must have shape (samples,) or (channels, samples), "
+                f"got {tuple(waveform.shape)}."
+            )
+        return waveform
+
+    def _resample(self, waveform, sample_rate, what):
+        if sample_rate is None or int(sample_rate) == self.sample_rate:
+            return waveform
+        import torchaudio.functional as AF
+
+        logger.info(
+            "%s: resampling from %d Hz to the model's %d Hz.",
+            what,
+            int(sample_rate),
+            self.sample_rate,
+        )
+        return AF.resample(waveform, int(sample_rate), self.sample_rate)
+
+    # -- enhancement ------------------------------------------------------
+    def _enhance_normalized(
+        self, wav, lengths, sampler, use_refiner, generator
+    ):
+        """Enhance peak-normalised waveforms (B, L) already on the device."""
+        num_samples = wav.shape[-1]
+        y = self.transform.encode(wav, lengths)
+        multiple = int(getattr(self.mods.score_model, "frame_multiple", 1))
+        if use_refiner:
+            refine_multiple = int(getattr(self.refiner, "frame_multiple", 1))
+            multiple = math.lcm(multiple, refine_multiple)
+        y, num_frames = pad_frames(y, multiple)
+        with self.inference_ctx:
+            x, nfe = sampler(self.score_model, self.sde, y, generator=generator)
+            if use_refiner:
+                x = self.refiner(x, y)
+        x = crop_frames(x.to(torch.complex64), num_frames)
+        self.last_nfe = nfe
+        self.last_refined = use_refiner
+        return self.transform.decode(x, num_samples, lengths)
+
+    def enhance_batch(
+        self,
+        noisy,
+        lengths=None,
+        sampler=None,
+        steps=None,
+        corrector_steps=None,
+        snr=None,
+        use_refiner=None,
+        seed=None,
+        generator=None,
+        return_nfe=False,
+    ):
+        """Enhance a batch of waveforms at the model's sample rate.
+
+        Arguments
+        ---------
+        noisy : torch.Tensor
+            Noisy waveforms (B, L) (or one waveform (L,)), float, on any
+            device.
+        lengths : torch.Tensor, optional
+            Relative lengths (B,) of a padded batch (SpeechBrain
+            convention); samples past each length are ignored and zero in
+            the output.
+        sampler : str, optional
+            ``"pc"``, ``"euler"``, ``"heun"`` or ``"ode"``; default that of
+            the model folder.
+        steps, corrector_steps, snr : optional
+            Sampler settings, default those of the model folder.
+        use_refiner : bool, optional
+            Apply the stage-2 refiner; default True when the model has one.
+        seed : int, optional
+            Seed of a fresh generator on the model's device: the same seed
+            gives the same output on the same device.
+        generator : torch.Generator, optional
+            Alternative to ``seed``.
+        return_nfe : bool
+            Also return the number of score-network evaluations.
+
+        Returns
+        -------
+        enhanced : torch.Tensor
+            Like ``noisy`` (same shape and device), float32.
+        nfe : int
+            Only with ``return_nfe``.
+        """
+        plan = self.make_sampler(sampler, steps, corrector_steps, snr)
+        refine = self._use_refiner(use_refiner)
+        squeeze = torch.is_tensor(noisy) and noisy.dim() == 1
+        noisy, lengths = self._check_batch(noisy, lengths)
+        out_device = noisy.device
+        with torch.inference_mode():
+            wav = noisy.to(self.device, torch.float32)
+            lengths = lengths.to(self.device)
+            wav, _, scale = peak_normalize(wav, lengths=lengths)
+            gen = self._generator(seed, generator)
+            enhanced = self._enhance_normalized(wav, lengths, plan, refine, gen)
+            enhanced = (enhanced * scale).to(out_device)
+        if squeeze:
+            enhanced = enhanced[0]
+        return (enhanced, self.last_nfe) if return_nfe else enhanced
+
+    def forward(self, noisy, lengths=None, **options):
+        """Same as :meth:`enhance_batch`."""
+        return self.enhance_batch(noisy, lengths, **options)
+
+    def chunk_sizes(self, chunk_seconds=None, overlap_seconds=None):
+        """Chunk and overlap lengths in samples, in whole STFT hops.
+
+        Both are rounded to multiples of the STFT hop so that every chunk
+        starts on the frame grid of the whole signal, and the overlap is at
+        most half a chunk.
+
+        Example
+        -------
+        >>> from speechbrain_elbo.sampling import Sampler
+        >>> from speechbrain_elbo.sde import GeometricGNS, OUVESDE
+        >>> from speechbrain_elbo.spectral import SpectralTransform
+        >>> enhancer = DiffusionEnhancement(
+        ...     modules={"score_model": torch.nn.Identity()},
+        ...     hparams={"sde": OUVESDE(GeometricGNS()),
+        ...              "sampler": Sampler(), "sample_rate": 16000,
+        ...              "transform": SpectralTransform()},
+        ...     run_opts={"device": "cpu"})
+        >>> enhancer.chunk_sizes(1.0, 0.25)
+        (16000, 3968)
+        """
+        chunk_seconds = _first(chunk_seconds, self.chunk_seconds)
+        overlap_seconds = _first(overlap_seconds, self.overlap_seconds)
+        self._check_chunking(chunk_seconds, overlap_seconds)
+        # Whole STFT hops: every chunk starts on the frame grid of the whole
+        # signal, so a chunk's inner frames are the whole signal's frames.
+        hop = int(self.transform.hop_length)
+        chunk = hop * max(1, round(chunk_seconds * self.sample_rate / hop))
+        overlap = hop * round(overlap_seconds * self.sample_rate / hop)
+        overlap = min(overlap, chunk // (2 * hop) * hop)
+        if chunk < self.min_samples:
+            raise ValueError(
+                f"chunk_seconds={chunk_seconds} is shorter than the model's "
+                f"minimum input of {self.min_samples} samples."
+            )
+        return chunk, overlap
+
+    def _enhance_stream(
+        self,
+        reader,
+        scale,
+        write,
+        sampler,
+        refine,
+        seed,
+        generator,
+        chunk,
+        overlap,
+        max_batch,
+        crossfade,
+        progress,
+    ):
+        """Chunked enhancement of ``reader``'s signal, emitted via ``write``.
+
+        Memory is bounded by ``max_batch`` chunks: only the group being
+        enhanced and the ``overlap`` samples waiting for the next group's
+        fade-in are held. The final chunk is enhanced on its own at its true
+        length (not zero-padded), so that the end of the signal sees the
+        same boundary as when the signal is enhanced whole.
+        """
+        total = reader.num_samples
+        count, size, hop = chunk_layout(total, chunk, overlap)
+        overlap = size - hop if count > 1 else 0
+        self.last_num_chunks = count
+        groups = _chunk_groups(count, max_batch)
+        tail = total - (count - 1) * hop  # samples of the final chunk
+        if count > 1 and tail < size and tail >= self.min_samples:
+            if groups[-1][1] - groups[-1][0] > 1:
+                first, last = groups.pop()
+                groups += [(first, last - 1), (last - 1, last)]
+        if progress:
+            from tqdm.auto import tqdm
+
+            groups = tqdm(groups, desc="Enhancing chunks", unit="group")
+        carry = None
+        emitted = 0
+        for first, last in groups:
+            width = size
+            if last == count and last - first == 1 and tail >= self.min_samples:
+                width = min(size, tail)  # the final chunk, unpadded
+            span = reader.read(first * hop, (last - 1) * hop + width)
+            chunks = (
+                span.unfold(0, width, hop) if last - first > 1 else span[None]
+            )
+            valid = (total - torch.arange(first, last) * hop).clamp(max=width)
+            lengths = valid.float() / width
+            if seed is not None:
+                # each group has its own seed: reproducible, and group 0 of
+                # a short signal is exactly enhance_batch with the same seed
+                gen = self._generator(seed + first * 1_000_003, None)
+            else:
+                gen = self._generator(None, generator)
+            wav = chunks.to(self.device, torch.float32) / scale
+            enhanced = self._enhance_normalized(
+                wav,
+                lengths.to(self.device),
+                sampler,
+                refine,
+                gen,
+            )
+            enhanced = enhanced.to("cpu") * scale
+            windows = chunk_windows(
+                last - first,
+                width,
+                overlap,
+                first == 0,
+                last == count,
+                crossfade,
+            )
+            joined = overlap_add(enhanced * windows, min(hop, width))
+            if carry is not None:
+                joined[:overlap] += carry
+            if last == count:
+                piece = joined[: total - emitted]
+            else:
+                cut = joined.shape[0] - overlap
+                piece, carry = joined[:cut], joined[cut:].clone()
+                carry = carry if overlap else None
+            write(piece)
+            emitted += piece.shape[0]
+        return count
+
+    def enhance_long(
+        self,
+        waveform,
+        sample_rate=None,
+        mix_down=False,
+        chunk_seconds=None,
+        overlap_seconds=None,
+        max_batch=None,
+        crossfade=None,
+        progress=False,
+        sampler=None,
+        steps=None,
+        corrector_steps=None,
+        snr=None,
+        use_refiner=None,
+        seed=None,
+        generator=None,
+    ):
+        """Enhance one waveform of any length in overlapping chunks.
+
+        The whole signal is normalised by its own peak (not chunk by chunk,
+        which would make the level jump between chunks); chunks of
+        ``chunk_seconds`` overlapping by ``overlap_seconds`` are enhanced in
+        groups of ``max_batch`` and joined with cross-fades. A signal no
+        longer than one chunk is enhanced in one piece, exactly as
+        :meth:`enhance_batch` would with the same seed.
+
+        Arguments
+        ---------
+        waveform : torch.Tensor
+            Shape (L,), or (C, L) channels first with ``mix_down=True``.
+        sample_rate : int, optional
+            Sample rate of ``waveform``; another rate than the model's is
+            resampled (logged). The output is at the model's rate.
+        mix_down : bool
+            Average several channels to mono instead of refusing them.
+        chunk_seconds, overlap_seconds, max_batch, crossfade : optional
+            Chunking settings; default those of the interface.
+        progress : bool
+            Show a progress bar over chunk groups.
+        sampler, steps, corrector_steps, snr, use_refiner, seed, generator
+            As in :meth:`enhance_batch`. With a seed, chunk group k uses
+            seed ``seed + 1000003 k``.
+
+        Returns
+        -------
+        torch.Tensor
+            Enhanced waveform (L',) at the model's sample rate, on the
+            waveform's device.
+        """
+        plan = self.make_sampler(sampler, steps, corrector_steps, snr)
+        refine = self._use_refiner(use_refiner)
+        chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
+        max_batch = int(_first(max_batch, self.max_batch))
+        crossfade = _first(crossfade, self.crossfade)
+        crossfade_windows(1, crossfade)
+        if seed is not None and generator is not None:
+            raise ValueError("Pass either seed or generator, not both.")
+        waveform = self._to_mono(waveform, mix_down)
+        out_device = waveform.device
+        with torch.inference_mode():
+            wav = waveform.detach().to("cpu", torch.float32)
+            wav = self._resample(wav, sample_rate, "enhance_long")
+            wav, _ = self._check_batch(wav[None], None)
+            wav = wav[0]
+            scale = float(wav.abs().max())
+            pieces = []
+            self._enhance_stream(
+                _TensorReader(wav),
+                scale,
+                pieces.append,
+                plan,
+                refine,
+                seed,
+                generator,
+                chunk,
+                overlap,
+                max_batch,
+                crossfade,
+                progress,
+            )
+        return torch.cat(pieces).to(out_device)
+
+    def enhance_file(
+        self,
+        path,
+        output_filename=None,
+        mix_down=False,
+        subtype=None,
+        chunk_seconds=None,
+        overlap_seconds=None,
+        max_batch=None,
+        crossfade=None,
+        progress=False,
+        sampler=None,
+        steps=None,
+        corrector_steps=None,
+        snr=None,
+        use_refiner=None,
+        seed=None,
+        generator=None,
+    ):
+        """Enhance an audio file; long files are streamed in chunks.
+
+        At the model's sample rate the file is read twice, block by block
+        (once for its peak, once chunk by chunk), and the output is written
+        as it is produced, so memory does not grow with the file's length.
+        A file at another sample rate is loaded whole and resampled
+        (logged).
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            Input audio file (anything soundfile reads: WAV, FLAC, OGG...).
+        output_filename : str or pathlib.Path, optional
+            Where to write the enhanced audio (atomically: temporary file,
+            then rename); it may not be the input file. Without it the
+            enhanced waveform is returned.
+        mix_down : bool
+            Average several channels to mono instead of refusing them.
+        subtype : str, optional
+            soundfile subtype of the output (default 32-bit float WAV).
+        chunk_seconds, overlap_seconds, max_batch, crossfade, progress
+            As in :meth:`enhance_long`.
+        sampler, steps, corrector_steps, snr, use_refiner, seed, generator
+            As in :meth:`enhance_batch`.
+
+        Returns
+        -------
+        torch.Tensor or pathlib.Path
+            The enhanced waveform (L,) at the model's sample rate on the
+            CPU, or, with ``output_filename``, the path written.
+        """
+        path = pathlib.Path(path)
+        info = self._audio_info(path, mix_down)
+        options = dict(
+            chunk_seconds=chunk_seconds,
+            overlap_seconds=overlap_seconds,
+            max_batch=max_batch,
+            crossfade=crossfade,
+            progress=progress,
+            sampler=sampler,
+            steps=steps,
+            corrector_steps=corrector_steps,
+            snr=snr,
+            use_refiner=use_refiner,
+            seed=seed,
+            generator=generator,
+        )
+        if output_filename is not None:
+            output_filename = pathlib.Path(output_filename)
+            _refuse_overwrite(path, output_filename)
+        if info.samplerate != self.sample_rate:
+            waveform = self.load_waveform(path, mix_down)
+            enhanced = self.enhance_long(
+                waveform, sample_rate=info.samplerate, **options
+            )
+            if output_filename is None:
+                return enhanced
+            write_audio_atomic(
+                output_filename, enhanced, self.sample_rate, subtype
+            )
+            return output_filename
+
+        plan = self.make_sampler(sampler, steps, corrector_steps, snr)
+        refine = self._use_refiner(use_refiner)
+        chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
+        max_batch = int(_first(max_batch, self.max_batch))
+        crossfade = _first(crossfade, self.crossfade)
+        crossfade_windows(1, crossfade)
+        if seed is not None and generator is not None:
+            raise ValueError("Pass either seed or generator, not both.")
+        reader = _FileReader(path, mix_down)
+        try:
+            if reader.num_samples < self.min_samples:
+                raise EnhancementInputError(
+                    f"{path} has {reader.num_samples} samples, fewer than "
+                    f"the {self.min_samples} the model needs: too short to "
+                    "enhance."
+                )
+            scale = reader.peak()
+            if scale == 0.0:
+                raise EnhancementInputError(
+                    f"{path} is all zeros: there is nothing to enhance."
+                )
+            stream = (
+                plan,
+                refine,
+                seed,
+                generator,
+                chunk,
+                overlap,
+                max_batch,
+                crossfade,
+                progress,
+            )
+            with torch.inference_mode():
+                if output_filename is None:
+                    pieces = []
+                    self._enhance_stream(reader, scale, pieces.append, *stream)
+                    return torch.cat(pieces)
+                with _AtomicAudioWriter(
+                    output_filename, self.sample_rate, subtype
+                ) as writer:
+                    self._enhance_stream(reader, scale, writer.write, *stream)
+                return output_filename
+        finally:
+            reader.close()
+
+    # -- audio files --------------------------------------------------------
+    def _audio_info(self, path, mix_down):
+        if not path.is_file():
+            raise FileNotFoundError(f"Input file {path} does not exist.")
+        try:
+            info = sf.info(str(path))
+        except Exception as error:  # soundfile raises several types
+            raise EnhancementInputError(
+                f"{path} is not a readable audio file ({error})."
+            ) from error
+        if info.frames == 0:
+            raise EnhancementInputError(f"{path} is empty (no samples).")
+        if info.channels > 1 and not mix_down:
+            raise EnhancementInputError(
+                f"{path} has {info.channels} channels; pass mix_down=True "
+                "(command line: --mix-down) to average them to mono."
+            )
+        return info
+
+    def load_waveform(self, path, mix_down=False):
+        """Read a file as a mono float32 tensor (L,), at its own rate.
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            Audio file.
+        mix_down : bool
+            Average several channels instead of refusing them.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        path = pathlib.Path(path)
+        self._audio_info(path, mix_down)
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        data = torch.from_numpy(data)
+        return data.mean(dim=1) if mix_down else data[:, 0]
+
+
+def _chunk_groups(count, max_batch):
+    """Consecutive (first, last) chunk ranges of at most ``max_batch``."""
+    return [
+        (first, min(first + max_batch, count))
+        for first in range(0, count, max_batch)
+    ]
+
+
+def _first(*values):
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _refuse_overwrite(source, target):
+    source = pathlib.Path(source).resolve()
+    target = pathlib.Path(target)
+    same = target.resolve() == source
+    if not same and target.exists():
+        same = os.path.samefile(source, target)
+    if same:
+        raise EnhancementInputError(
+            f"The output {target} is the input file: refusing to overwrite "
+            "the input; choose another output path."
+        )

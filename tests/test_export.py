@@ -1,0 +1,319 @@
+"""Exporting an enhancer to a from_hparams folder, and loading it back."""
+
+import inspect
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.inference.interfaces import pretrained_from_hparams
+
+from speechbrain_elbo.export import (
+    HPARAMS_FILE,
+    REFINER_CKPT,
+    SCORE_CKPT,
+    ModelFolderError,
+    export_enhancer,
+    file_sha256,
+)
+from speechbrain_elbo.inference import DiffusionEnhancement
+from speechbrain_elbo.sampling import Sampler
+from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+from speechbrain_elbo.spectral import SpectralTransform
+
+MODELS = pathlib.Path(__file__).resolve().parents[1] / "hparams" / "models"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two threads on two shared cores are several times slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name, key):
+    """A lobe from hparams/models/<name>.yaml, with its ``config``."""
+    with open(MODELS / f"{name}.yaml", encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle)
+    module = hparams[key]
+    if not isinstance(getattr(module, "config", None), dict):
+        module.config = {k: v for k, v in hparams.items() if k != key}
+    return module
+
+
+def raw_yaml(path):
+    """The YAML as plain data: a ``!new:`` block becomes its kwargs dict."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", construct)
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=Loader)
+
+
+def perturb_(module, seed):
+    """Random non-zero weights everywhere (the last layers start at zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return module
+
+
+def components():
+    sde = OUVESDE(GeometricGNS(0.05, 0.75), gamma=1.25, t_eps=0.02)
+    transform = SpectralTransform(alpha=0.5, beta=0.2)
+    return sde, transform, Sampler("euler", steps=7)
+
+
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    torch.manual_seed(0)
+    backbone = perturb_(build("tiny", "score_model"), 1)
+    refiner = perturb_(build("refiner_tiny", "refiner"), 2)
+    sde, transform, sampler = components()
+    folder = tmp_path_factory.mktemp("export") / "two_stage"
+    export_enhancer(
+        folder,
+        backbone,
+        sde,
+        transform,
+        sampler,
+        refiner=refiner,
+        model_card={"name": "test model", "trained_on": "nothing"},
+        sample_rate=16000,
+    )
+    return folder, backbone, refiner
+
+
+def test_folder_contents_and_yaml(two_stage):
+    folder, backbone, refiner = two_stage
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [
+        HPARAMS_FILE,
+        "model_card.json",
+        "model_card.md",
+        REFINER_CKPT,
+        SCORE_CKPT,
+    ]
+    text = (folder / HPARAMS_FILE).read_text()
+    # human-readable: every hyper-parameter written out by name
+    for line in (
+        "sigma_min: 0.05",
+        "sigma_max: 0.75",
+        "gamma: 1.25",
+        "t_eps: 0.02",
+        "beta: 0.2",
+        'name: "euler"',
+        "steps: 7",
+        "ch_mult: [1, 2, 2, 2]",
+        "fourier_scale: 16.0",
+        "!new:speechbrain_elbo.lobes.ncsnpp.NCSNpp",
+        "!new:speechbrain_elbo.lobes.refiner.Refiner",
+        "!new:speechbrain.utils.parameter_transfer.Pretrainer",
+        "score_model: !ref <pretrained_path>/score_model.ckpt",
+    ):
+        assert line in text, line
+    with open(folder / HPARAMS_FILE) as handle:
+        hparams = load_hyperpyyaml(handle)
+    assert hparams["sde"].gns.sigma_max == 0.75
+    assert hparams["sde"].gamma == 1.25
+    assert hparams["transform"].beta == 0.2
+    assert (hparams["sampler"].name, hparams["sampler"].steps) == ("euler", 7)
+    assert hparams["sample_rate"] == 16000
+    assert set(hparams["modules"]) == {"score_model", "refiner"}
+    raw = raw_yaml(folder / HPARAMS_FILE)
+    for name, module in (
+        ("score_backbone", backbone),
+        ("refiner", refiner),
+    ):
+        written = raw[name]
+        # every constructor argument is written, with the module's value
+        signature = inspect.signature(type(module).__init__).parameters
+        assert set(signature) - {"self"} <= set(written), name
+        for key, value in module.config.items():
+            expected = list(value) if isinstance(value, tuple) else value
+            assert written[key] == expected, (name, key)
+    checksums = hparams["checksums"]
+    assert checksums[SCORE_CKPT] == file_sha256(folder / SCORE_CKPT)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["stages"] == 2
+    assert card["model_card"]["name"] == "test model"
+    params = sum(p.numel() for p in backbone.parameters())
+    assert card["score_backbone"]["parameters"] == params
+    assert "test model" in (folder / "model_card.md").read_text()
+
+
+def test_round_trip_weights_identical(two_stage):
+    folder, backbone, refiner = two_stage
+    enhancer = DiffusionEnhancement.from_hparams(
+        source=folder, run_opts={"device": "cpu"}
+    )
+    for original, loaded in (
+        (backbone, enhancer.mods.score_model),
+        (refiner, enhancer.mods.refiner),
+    ):
+        want, got = original.state_dict(), loaded.state_dict()
+        assert want.keys() == got.keys()
+        for key in want:
+            assert torch.equal(want[key], got[key]), key
+    assert enhancer.has_refiner
+    assert enhancer.sde.gamma == 1.25
+    assert enhancer.default_sampler.name == "euler"
+    # the loaded network computes what the exported one computed
+    x = torch.randn(1, 4, 256, 16)
+    cond = torch.tensor([-1.0])
+    with torch.no_grad():
+        backbone.eval()
+        assert torch.allclose(
+            backbone(x, cond), enhancer.mods.score_model(x, cond), atol=1e-6
+        )
+
+
+def test_savedir_links_and_moved_folder(two_stage, tmp_path):
+    folder, _, _ = two_stage
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    savedir = tmp_path / "save"
+    enhancer = DiffusionEnhancement.from_hparams(
+        source=moved, savedir=savedir, run_opts={"device": "cpu"}
+    )
+    for name in (HPARAMS_FILE, SCORE_CKPT, REFINER_CKPT):
+        link = savedir / name
+        assert link.is_symlink(), name
+        assert link.resolve() == (moved / name).resolve()
+    assert enhancer.hparams.pretrained_path == str(moved.absolute())
+    # the same savedir reused for another folder is re-linked, not stale
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    DiffusionEnhancement.from_hparams(source=other, savedir=savedir)
+    assert (savedir / SCORE_CKPT).resolve() == (other / SCORE_CKPT).resolve()
+
+
+def test_plain_speechbrain_loader_works_in_place(two_stage):
+    folder, _, _ = two_stage
+    enhancer = pretrained_from_hparams(DiffusionEnhancement, source=str(folder))
+    assert isinstance(enhancer, DiffusionEnhancement)
+
+
+@pytest.fixture
+def copy_of(two_stage, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(two_stage[0], folder)
+    return folder
+
+
+def test_missing_checkpoint_named(copy_of):
+    (copy_of / REFINER_CKPT).unlink()
+    with pytest.raises(FileNotFoundError, match=REFINER_CKPT):
+        DiffusionEnhancement.from_hparams(source=copy_of)
+
+
+def test_missing_hyperparams_named(copy_of):
+    (copy_of / HPARAMS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=HPARAMS_FILE):
+        DiffusionEnhancement.from_hparams(source=copy_of)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DiffusionEnhancement.from_hparams(source=tmp_path / "nowhere")
+
+
+def test_corrupt_checkpoint_detected_by_checksum(copy_of):
+    path = copy_of / SCORE_CKPT
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside the tensor data
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFolderError, match="score_model.ckpt is corrupt"):
+        DiffusionEnhancement.from_hparams(source=copy_of)
+
+
+def test_truncated_checkpoint_named_without_checksums(copy_of):
+    path = copy_of / SCORE_CKPT
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelFolderError, match="score_model.ckpt is corrupt"):
+        DiffusionEnhancement.from_hparams(
+            source=copy_of, verify_checksums=False
+        )
+
+
+def test_mismatched_checkpoint_named(copy_of):
+    # a refiner checkpoint that does not fit the refiner of the YAML
+    torch.save({"weight": torch.zeros(3)}, copy_of / REFINER_CKPT)
+    with pytest.raises(ModelFolderError, match="refiner.ckpt does not match"):
+        DiffusionEnhancement.from_hparams(
+            source=copy_of, verify_checksums=False
+        )
+
+
+def test_corrupt_hyperparams_named(copy_of):
+    path = copy_of / HPARAMS_FILE
+    path.write_text(path.read_text().replace("!new:", "!nwe:", 1))
+    with pytest.raises(ModelFolderError, match=HPARAMS_FILE):
+        DiffusionEnhancement.from_hparams(source=copy_of)
+
+
+def test_reexport_replaces_atomically(tmp_path):
+    sde, transform, sampler = components()
+    folder = tmp_path / "model"
+    backbone = build("tiny", "score_model")
+    export_enhancer(
+        folder,
+        backbone,
+        sde,
+        transform,
+        sampler,
+        build("refiner_tiny", "refiner"),
+    )
+    assert (folder / REFINER_CKPT).exists()
+    # stage 1 alone over a two-stage export: the old refiner must go
+    export_enhancer(folder, backbone, sde, transform, Sampler("pc", 3))
+    assert not (folder / REFINER_CKPT).exists()
+    enhancer = DiffusionEnhancement.from_hparams(source=folder)
+    assert not enhancer.has_refiner
+    assert enhancer.default_sampler.steps == 3
+    # a failing export leaves the previous one untouched, and no litter
+    broken = build("tiny", "score_model")
+    broken.config = dict(broken.config, nf=object())
+    before = (folder / HPARAMS_FILE).read_text()
+    with pytest.raises(ValueError, match="nf"):
+        export_enhancer(folder, broken, sde, transform, sampler)
+    assert (folder / HPARAMS_FILE).read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_refuses_foreign_folder_and_bad_modules(tmp_path):
+    sde, transform, sampler = components()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an exported model"):
+        export_enhancer(
+            foreign, build("tiny", "score_model"), sde, transform, sampler
+        )
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+    class Local(torch.nn.Module):
+        frame_multiple = 1
+        config = {}
+
+    with pytest.raises(ValueError, match="imported from a module"):
+        export_enhancer(tmp_path / "x", Local(), sde, transform, sampler)
+    no_config = torch.nn.Conv2d(4, 2, 1)
+    no_config.frame_multiple = 1
+    with pytest.raises(ValueError, match="config"):
+        export_enhancer(tmp_path / "y", no_config, sde, transform, sampler)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
