@@ -1,0 +1,357 @@
+"""``speechbrain-elbo-enhance``: enhance audio files from the command line.
+
+Usage::
+
+    speechbrain-elbo-enhance --model MODEL_DIR INPUT [INPUT ...] --out OUT_DIR
+        [--steps N] [--sampler {pc,euler,heun,ode}] [--corrector-steps N]
+        [--seed S] [--device DEV] [--no-refiner] [--batch-size B]
+        [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
+        [--subtype SUBTYPE] [--overwrite] [--quiet]
+
+INPUT are audio files or folders (searched recursively for audio files).
+Each output is written to OUT_DIR as ``<name>.wav`` (for folders, under the
+same relative path), atomically. Inputs of equal length at the model's
+sample rate are enhanced together in batches; long files are streamed in
+overlapping chunks; other sample rates are resampled. The input is never
+overwritten. On bad input the command prints one line on stderr and exits
+with status 1 (2 for a malformed command line).
+
+Example
+-------
+>>> main(["--model", "/nonexistent", "x.wav", "--out", "out"])
+1
+"""
+
+import argparse
+import collections
+import pathlib
+import sys
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
+PROG = "speechbrain-elbo-enhance"
+
+__all__ = ["main", "build_parser", "collect_inputs", "AUDIO_SUFFIXES"]
+
+
+class CommandError(Exception):
+    """A problem to report on one line, with exit status 1."""
+
+
+def build_parser():
+    """The argument parser of the command.
+
+    Example
+    -------
+    >>> args = build_parser().parse_args(
+    ...     ["--model", "m", "a.wav", "--out", "o", "--steps", "5"])
+    >>> args.steps, args.sampler, args.inputs
+    (5, None, ['a.wav'])
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Enhance noisy speech with a diffusion model exported by "
+            "speechbrain_elbo (a folder with hyperparams.yaml)."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="exported model folder")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="audio files or folders"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder (created if needed)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="sampler steps N"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=["pc", "euler", "heun", "ode"],
+        default=None,
+        help="pc (predictor-corrector), euler or heun (ode = heun)",
+    )
+    parser.add_argument(
+        "--corrector-steps",
+        type=int,
+        default=None,
+        help="Langevin corrector steps per step (pc only)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed (default 0)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1... (default: auto)"
+    )
+    parser.add_argument(
+        "--no-refiner",
+        action="store_true",
+        help="skip the stage-2 refiner of a two-stage model",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="equal-length files enhanced together (default 4)",
+    )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        help="files longer than this are enhanced in chunks (default 10)",
+    )
+    parser.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=None,
+        help="overlap of consecutive chunks (default 1)",
+    )
+    parser.add_argument(
+        "--mix-down",
+        action="store_true",
+        help="average multi-channel files to mono instead of refusing them",
+    )
+    parser.add_argument(
+        "--subtype",
+        default=None,
+        help="soundfile subtype of the outputs (default FLOAT; e.g. PCM_16)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def collect_inputs(inputs, out_dir):
+    """Expand files and folders into (input file, output file) pairs.
+
+    Folders are searched recursively for files with an audio suffix
+    (:data:`AUDIO_SUFFIXES`), skipping anything inside ``out_dir``. An output
+    keeps the input's name with a ``.wav`` suffix; under a folder input it
+    keeps the path relative to that folder.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmp_path")
+    >>> (tmp / "in" / "sub").mkdir(parents=True)
+    >>> for name in ("a.wav", "sub/b.flac", "notes.txt"):
+    ...     _ = (tmp / "in" / name).write_bytes(b"")
+    >>> pairs = collect_inputs([tmp / "in"], tmp / "out")
+    >>> [(str(i.relative_to(tmp)), str(o.relative_to(tmp))) for i, o in pairs]
+    [('in/a.wav', 'out/a.wav'), ('in/sub/b.flac', 'out/sub/b.wav')]
+    """
+    out_dir = pathlib.Path(out_dir).absolute()
+    pairs = []
+    for item in inputs:
+        item = pathlib.Path(item)
+        if item.is_dir():
+            found = sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in AUDIO_SUFFIXES
+                and not _inside(p, out_dir)
+            )
+            if not found:
+                raise CommandError(f"folder {item} contains no audio files")
+            for path in found:
+                rel = path.relative_to(item).with_suffix(".wav")
+                pairs.append((path, out_dir / rel))
+        elif item.is_file():
+            pairs.append((item, out_dir / item.with_suffix(".wav").name))
+        else:
+            raise CommandError(f"input {item} does not exist")
+    seen = {}
+    for source, target in pairs:
+        key = target.resolve()
+        if key in seen and seen[key] != source.resolve():
+            raise CommandError(
+                f"inputs {seen[key]} and {source} would both be written to "
+                f"{target}; enhance them into different --out folders"
+            )
+        seen[key] = source.resolve()
+    inputs_resolved = {source.resolve() for source, _ in pairs}
+    for _, target in pairs:
+        if target.resolve() in inputs_resolved:
+            raise CommandError(
+                f"output {target} would overwrite an input file; choose "
+                "another --out folder"
+            )
+    return pairs
+
+
+def _inside(path, folder):
+    try:
+        path.absolute().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_model(args):
+    from speechbrain_elbo.inference import DiffusionEnhancement
+
+    run_opts = {} if args.device is None else {"device": args.device}
+    kwargs = {}
+    if args.chunk_seconds is not None:
+        kwargs["chunk_seconds"] = args.chunk_seconds
+    if args.overlap_seconds is not None:
+        kwargs["overlap_seconds"] = args.overlap_seconds
+    return DiffusionEnhancement.from_hparams(
+        source=args.model, run_opts=run_opts, **kwargs
+    )
+
+
+def _plan(enhancer, pairs, mix_down, batch_size):
+    """Group the inputs: batches of equal-length files, and single files."""
+    import soundfile as sf
+
+    chunk = int(round(enhancer.chunk_seconds * enhancer.sample_rate))
+    groups = collections.defaultdict(list)
+    singles = []
+    for source, target in pairs:
+        try:
+            info = sf.info(str(source))
+        except Exception as error:
+            raise CommandError(
+                f"{source} is not a readable audio file ({error})"
+            ) from error
+        if info.frames == 0:
+            raise CommandError(f"{source} is empty (no samples)")
+        if info.channels > 1 and not mix_down:
+            raise CommandError(
+                f"{source} has {info.channels} channels; pass --mix-down to "
+                "average them to mono"
+            )
+        if info.samplerate == enhancer.sample_rate and info.frames <= chunk:
+            groups[info.frames].append((source, target))
+        else:
+            singles.append((source, target))
+    batches = []
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            batches.append(members[start : start + batch_size])
+    return batches, singles
+
+
+def _load_checked(enhancer, source, mix_down):
+    """Read one file and run the interface's input checks on it alone."""
+    wave = enhancer.load_waveform(source, mix_down)
+    enhancer.check_waveforms(wave[None], names=[str(source)])
+    return wave
+
+
+def _check_device(device):
+    if device is None:
+        return
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise CommandError(
+                f"--device {device}: no CUDA device is available"
+            )
+        if index and (not index.isdigit() or int(index) >= count):
+            raise CommandError(
+                f"--device {device}: this machine has {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
+    if kind not in ("cpu", "cuda", "mps", "xpu"):
+        raise CommandError(f"--device {device}: unknown device type")
+
+
+def _run(args):
+    from speechbrain_elbo.inference import write_audio_atomic
+
+    if args.batch_size < 1:
+        raise CommandError("--batch-size must be >= 1")
+    if args.steps is not None and args.steps < 1:
+        raise CommandError("--steps must be >= 1")
+    _check_device(args.device)
+    pairs = collect_inputs(args.inputs, args.out)
+    if not args.overwrite:
+        for _, target in pairs:
+            if target.exists():
+                raise CommandError(
+                    f"{target} exists; pass --overwrite to replace it"
+                )
+    enhancer = _load_model(args)
+    options = dict(
+        sampler=args.sampler,
+        steps=args.steps,
+        corrector_steps=args.corrector_steps,
+        use_refiner=False if args.no_refiner else None,
+        seed=args.seed,
+    )
+    enhancer.make_sampler(args.sampler, args.steps, args.corrector_steps)
+    enhancer._use_refiner(options["use_refiner"])
+    batches, singles = _plan(enhancer, pairs, args.mix_down, args.batch_size)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(pairs),
+        unit="file",
+        disable=args.quiet,
+        desc=PROG,
+        file=sys.stderr,
+    )
+    with bar:
+        for batch in batches:
+            import torch
+
+            waves = [
+                _load_checked(enhancer, source, args.mix_down)
+                for source, _ in batch
+            ]
+            enhanced = enhancer.enhance_batch(torch.stack(waves), **options)
+            for (_, target), wav in zip(batch, enhanced, strict=True):
+                write_audio_atomic(
+                    target, wav, enhancer.sample_rate, args.subtype
+                )
+            bar.update(len(batch))
+        for source, target in singles:
+            enhancer.enhance_file(
+                source,
+                target,
+                mix_down=args.mix_down,
+                subtype=args.subtype,
+                **options,
+            )
+            bar.update(1)
+    return len(pairs)
+
+
+def main(argv=None):
+    """Run the command; returns the exit status.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 on bad input or model, 2 on a malformed command
+        line (argparse).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        _run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, OSError, RuntimeError) as error:
+        message = " ".join(str(error).split())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The speechbrain-elbo-enhance command line."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechbrain_elbo.cli import main
+from speechbrain_elbo.export import export_enhancer
+from speechbrain_elbo.inference import DiffusionEnhancement
+from speechbrain_elbo.sampling import Sampler
+from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+from speechbrain_elbo.spectral import SpectralTransform
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name, key):
+    with open(ROOT / "hparams" / "models" / f"{name}.yaml") as handle:
+        hparams = load_hyperpyyaml(handle)
+    module = hparams[key]
+    if not isinstance(getattr(module, "config", None), dict):
+        module.config = {k: v for k, v in hparams.items() if k != key}
+    return module
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    return export_enhancer(
+        tmp_path_factory.mktemp("cli") / "model",
+        build("tiny", "score_model"),
+        OUVESDE(GeometricGNS()),
+        SpectralTransform(),
+        Sampler("pc", 1),
+        refiner=build("refiner_tiny", "refiner"),
+    )
+
+
+def noise(num_samples, seed):
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal(num_samples)).astype("float32")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Three equal-length files in a folder tree, one other, one 8 kHz."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "sub/c.flac"):
+        sf.write(data / name, noise(4000, len(name)), SR)
+    sf.write(data / "d.wav", noise(6000, 9), SR)
+    (data / "readme.txt").write_text("not audio")
+    single = tmp_path / "single.wav"
+    sf.write(single, noise(3000, 5), 8000)
+    return data, single
+
+
+def run(model, *args):
+    return main(["--model", str(model), *map(str, args), "--quiet"])
+
+
+def test_files_and_folders(model, inputs, tmp_path, monkeypatch):
+    data, single = inputs
+    batches = []
+    original = DiffusionEnhancement.enhance_batch
+
+    def spy(self, noisy, *a, **k):
+        batches.append(tuple(noisy.shape))
+        return original(self, noisy, *a, **k)
+
+    monkeypatch.setattr(DiffusionEnhancement, "enhance_batch", spy)
+    out = tmp_path / "out"
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    status = run(
+        model, data, single, "--out", out, "--steps", "1", "--batch-size", "2"
+    )
+    assert status == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert written == [
+        "a.wav",
+        "b.wav",
+        "d.wav",
+        "single.wav",
+        "sub",
+        "sub/c.wav",
+    ]
+    # equal-length files at the model's rate are batched (batch size 2)
+    assert sorted(batches) == [(1, 4000), (1, 6000), (2, 4000)]
+    for name, length in [("a", 4000), ("sub/c", 4000), ("single", 6000)]:
+        info = sf.info(str(out / f"{name}.wav"))
+        assert (info.samplerate, info.frames) == (SR, length)
+    # inputs untouched, no temporary files left
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+def test_seed_and_options_are_applied(model, inputs, tmp_path):
+    data, _ = inputs
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    options = ["--steps", "1", "--sampler", "euler", "--no-refiner"]
+    assert run(model, data / "a.wav", "--out", a, *options, "--seed", "3") == 0
+    assert run(model, data / "a.wav", "--out", b, *options, "--seed", "3") == 0
+    assert run(model, data / "a.wav", "--out", c, *options, "--seed", "4") == 0
+    first, second, third = (sf.read(d / "a.wav")[0] for d in (a, b, c))
+    assert np.array_equal(first, second)
+    assert not np.allclose(first, third)
+    enhancer = DiffusionEnhancement.from_hparams(source=model)
+    expected = enhancer.enhance_batch(
+        enhancer.load_waveform(data / "a.wav")[None],
+        sampler="euler",
+        steps=1,
+        use_refiner=False,
+        seed=3,
+    )[0]
+    assert np.allclose(first, expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, args, message",
+    [
+        (None, ["missing.wav"], "input missing.wav does not exist"),
+        ("stereo", ["stereo.wav"], "2 channels; pass --mix-down"),
+        ("silent", ["silent.wav"], "all zeros"),
+        ("short", ["short.wav"], "too short"),
+        ("text", ["text.wav"], "not a readable audio file"),
+        ("a", ["a.wav", "--steps", "0"], "--steps must be >= 1"),
+        ("a", ["a.wav", "--device", "cuda:7"], "--device cuda:7"),
+    ],
+)
+def test_bad_input_one_line_and_status(
+    model, tmp_path, capsys, monkeypatch, make, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    if make == "stereo":
+        sf.write("stereo.wav", np.stack([noise(4000, 1)] * 2, axis=1), SR)
+    elif make == "silent":
+        sf.write("silent.wav", np.zeros(4000), SR)
+    elif make == "short":
+        sf.write("short.wav", noise(100, 1), SR)
+    elif make == "text":
+        pathlib.Path("text.wav").write_text("nothing")
+    elif make == "a":
+        sf.write("a.wav", noise(4000, 1), SR)
+    if "cuda" in " ".join(args) and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    status = run(model, *args, "--out", "out")
+    err = capsys.readouterr().err
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("speechbrain-elbo-enhance")
+    assert message in lines[0]
+    assert not any(pathlib.Path("out").rglob("*.wav"))
+
+
+def test_mix_down(model, tmp_path):
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([noise(4000, 1), noise(4000, 2)], axis=1), SR)
+    out = tmp_path / "out"
+    assert run(model, stereo, "--out", out, "--steps", "1", "--mix-down") == 0
+    assert sf.info(str(out / "stereo.wav")).channels == 1
+
+
+def test_never_overwrites(model, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    sf.write(data / "a.wav", noise(4000, 1), SR)
+    original = (data / "a.wav").read_bytes()
+    # writing next to the input would replace it
+    assert run(model, data / "a.wav", "--out", data, "--steps", "1") == 1
+    assert "overwrite an input" in capsys.readouterr().err
+    assert (data / "a.wav").read_bytes() == original
+    # an existing output needs --overwrite
+    out = tmp_path / "out"
+    assert run(model, data / "a.wav", "--out", out, "--steps", "1") == 0
+    assert run(model, data / "a.wav", "--out", out, "--steps", "1") == 1
+    assert "--overwrite" in capsys.readouterr().err
+    args = ("--steps", "1", "--overwrite")
+    assert run(model, data / "a.wav", "--out", out, *args) == 0
+    # two inputs that map to the same output are refused
+    sf.write(data / "a.flac", noise(4000, 2), SR)
+    both = (data / "a.wav", data / "a.flac")
+    assert run(model, *both, "--out", tmp_path / "o2") == 1
+    assert "would both be written" in capsys.readouterr().err
+
+
+def test_long_file_is_chunked(model, tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, noise(int(2.5 * SR), 3), SR)
+    out = tmp_path / "out"
+    args = ["--steps", "1", "--chunk-seconds", "1", "--overlap-seconds", "0.25"]
+    assert run(model, path, "--out", out, *args) == 0
+    enhanced, rate = sf.read(out / "long.wav", dtype="float32")
+    assert rate == SR and enhanced.shape == (int(2.5 * SR),)
+    enhancer = DiffusionEnhancement.from_hparams(
+        source=model, chunk_seconds=1, overlap_seconds=0.25
+    )
+    expected = enhancer.enhance_file(path, steps=1, seed=0)
+    assert np.array_equal(enhanced, expected.numpy())
+
+
+def test_python_dash_m(model, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "speechbrain_elbo.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0
+    assert "--no-refiner" in result.stdout and "--sampler" in result.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "speechbrain_elbo.cli", "--model", str(model)]
+        + [str(tmp_path / "nope.wav"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().endswith("nope.wav does not exist")
