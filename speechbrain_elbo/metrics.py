@@ -1,0 +1,362 @@
+"""Speech enhancement metrics: PESQ-WB, ESTOI and SI-SDR.
+
+PESQ-WB comes from the ``pesq`` package (ITU-T P.862.2), ESTOI from
+``pystoi`` (extended STOI), SI-SDR is computed here in torch (zero-mean
+signals, scale-invariant projection). :class:`EnhancementMetrics` gathers the
+three through SpeechBrain's ``MetricStats`` for a set of utterances, with
+NaN-aware averages (PESQ can fail on an utterance without speech), and merges
+the per-utterance scores of several DDP processes.
+
+Example
+-------
+>>> import math
+>>> t = torch.arange(16000) / 16000
+>>> clean = torch.sin(1382 * t) * torch.sin(13 * t)
+>>> g = torch.Generator().manual_seed(0)
+>>> noisy = clean + 0.1 * torch.randn(16000, generator=g)
+>>> round(si_sdr(noisy, clean).item(), 1)
+13.8
+"""
+
+import math
+
+import numpy as np
+import torch
+from speechbrain.utils.distributed import is_distributed_initialized
+from speechbrain.utils.logger import get_logger
+from speechbrain.utils.metric_stats import MetricStats
+
+logger = get_logger(__name__)
+
+__all__ = [
+    "si_sdr",
+    "pesq_wb",
+    "estoi",
+    "METRICS",
+    "EnhancementMetrics",
+    "nan_mean",
+    "gather_objects",
+]
+
+
+def _as_batch(signal, name):
+    signal = torch.as_tensor(signal)
+    if signal.is_complex():
+        raise ValueError(f"{name} must be a real waveform, got complex.")
+    if signal.dim() == 1:
+        signal = signal.unsqueeze(0)
+    if signal.dim() != 2:
+        raise ValueError(
+            f"{name} must have shape (samples,) or (batch, samples), got "
+            f"{tuple(signal.shape)}."
+        )
+    return signal.float()
+
+
+def _valid_samples(lengths, num_samples, batch):
+    if lengths is None:
+        return [num_samples] * batch
+    return torch.round(lengths.float() * num_samples).long().tolist()
+
+
+def si_sdr(estimate, reference, lengths=None, zero_mean=True, eps=1e-8):
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al.).
+
+    SI-SDR = 10 log10(|a s|^2 / |a s - s_hat|^2) with a = <s_hat, s>/|s|^2,
+    after removing the mean of both signals (``zero_mean``).
+
+    Arguments
+    ---------
+    estimate : torch.Tensor
+        Enhanced waveforms, (samples,) or (batch, samples).
+    reference : torch.Tensor
+        Clean waveforms, same shape.
+    lengths : torch.Tensor, optional
+        Relative lengths (batch,) of a padded batch: only the valid samples
+        count.
+    zero_mean : bool
+        Remove the mean of both signals first.
+    eps : float
+        Guards the divisions.
+
+    Returns
+    -------
+    torch.Tensor
+        SI-SDR per utterance, shape (batch,).
+
+    Example
+    -------
+    >>> ref = torch.tensor([[1.0, -1.0, 2.0, -2.0]])
+    >>> bool(si_sdr(3.0 * ref, ref) > 90)  # a rescaled copy is perfect
+    True
+    >>> si_sdr(ref + torch.tensor([[0.5, 0.5, -0.5, -0.5]]), ref)
+    tensor([10.])
+    """
+    estimate = _as_batch(estimate, "estimate")
+    reference = _as_batch(reference, "reference")
+    if estimate.shape != reference.shape:
+        raise ValueError(
+            f"estimate and reference differ in shape: {tuple(estimate.shape)}"
+            f" vs {tuple(reference.shape)}."
+        )
+    batch, num_samples = estimate.shape
+    mask = torch.ones_like(estimate)
+    if lengths is not None:
+        valid = torch.tensor(_valid_samples(lengths, num_samples, batch))
+        mask = (torch.arange(num_samples) < valid.unsqueeze(1)).float()
+        mask = mask.to(estimate.device)
+    count = mask.sum(-1, keepdim=True).clamp_min(1.0)
+    if zero_mean:
+        estimate = estimate - (estimate * mask).sum(-1, keepdim=True) / count
+        reference = reference - (reference * mask).sum(-1, keepdim=True) / count
+    estimate, reference = estimate * mask, reference * mask
+    scale = (estimate * reference).sum(-1, keepdim=True) / (
+        reference.pow(2).sum(-1, keepdim=True) + eps
+    )
+    target = scale * reference
+    noise = target - estimate
+    ratio = (target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps)
+    return 10.0 * torch.log10(ratio)
+
+
+def _numpy(signal):
+    return torch.as_tensor(signal).detach().float().cpu().numpy()
+
+
+def pesq_wb(estimate, reference, sample_rate=16000):
+    """Wide-band PESQ (P.862.2) of one utterance, from the ``pesq`` package.
+
+    Arguments
+    ---------
+    estimate : torch.Tensor or numpy.ndarray
+        Enhanced waveform (samples,).
+    reference : torch.Tensor or numpy.ndarray
+        Clean waveform (samples,).
+    sample_rate : int
+        Must be 16000 (wide-band PESQ is defined at 16 kHz).
+
+    Returns
+    -------
+    float
+        MOS-LQO in [1.04, 4.64], or NaN (with a warning) when PESQ finds no
+        utterance in the reference, e.g. on silence.
+
+    Example
+    -------
+    >>> t = torch.arange(16000) / 16000
+    >>> clean = torch.sin(1382 * t) * torch.sin(19 * t)
+    >>> pesq_wb(clean, clean) > 4.5
+    True
+    >>> math.isnan(pesq_wb(clean, torch.zeros(16000)))
+    True
+    """
+    from pesq import PesqError, pesq
+
+    if sample_rate != 16000:
+        raise ValueError(
+            f"Wide-band PESQ needs 16 kHz audio, got {sample_rate} Hz; "
+            "resample with torchaudio.functional.resample first."
+        )
+    estimate, reference = _numpy(estimate), _numpy(reference)
+    if estimate.shape != reference.shape or estimate.ndim != 1:
+        raise ValueError(
+            "pesq_wb takes two 1-D waveforms of equal length, got shapes "
+            f"{estimate.shape} and {reference.shape}."
+        )
+    if not np.any(reference) or not np.any(estimate):
+        logger.warning("PESQ of a silent signal is undefined; it scores NaN.")
+        return float("nan")
+    try:
+        return float(pesq(sample_rate, reference, estimate, "wb"))
+    except PesqError as err:
+        logger.warning(f"PESQ failed ({err}); the utterance scores NaN.")
+        return float("nan")
+
+
+def estoi(estimate, reference, sample_rate=16000):
+    """Extended STOI (Jensen and Taal, 2016) of one utterance, via ``pystoi``.
+
+    Arguments
+    ---------
+    estimate : torch.Tensor or numpy.ndarray
+        Enhanced waveform (samples,).
+    reference : torch.Tensor or numpy.ndarray
+        Clean waveform (samples,).
+    sample_rate : int
+        Sample rate of both (pystoi resamples to 10 kHz internally).
+
+    Returns
+    -------
+    float
+        ESTOI, about in [0, 1].
+
+    Example
+    -------
+    >>> t = torch.arange(16000) / 16000
+    >>> clean = torch.sin(1382 * t) * torch.sin(19 * t)
+    >>> round(estoi(clean, clean), 3)
+    1.0
+    """
+    from pystoi import stoi
+
+    estimate, reference = _numpy(estimate), _numpy(reference)
+    if estimate.shape != reference.shape or estimate.ndim != 1:
+        raise ValueError(
+            "estoi takes two 1-D waveforms of equal length, got shapes "
+            f"{estimate.shape} and {reference.shape}."
+        )
+    return float(stoi(reference, estimate, sample_rate, extended=True))
+
+
+#: Metric name -> function(estimate, reference, sample_rate) -> float.
+METRICS = {
+    "pesq": pesq_wb,
+    "estoi": estoi,
+    "si_sdr": lambda est, ref, sr: float(si_sdr(est, ref)[0]),
+}
+
+
+def nan_mean(values):
+    """Mean of the finite values (NaN when there is none).
+
+    Example
+    -------
+    >>> nan_mean([1.0, float("nan"), 3.0])
+    2.0
+    >>> import math; math.isnan(nan_mean([]))
+    True
+    """
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    if not finite:
+        return float("nan")
+    return float(np.mean(finite))
+
+
+def gather_objects(obj):
+    """Every DDP process's ``obj`` as a list (rank order); ``[obj]`` alone.
+
+    Example
+    -------
+    >>> gather_objects({"a": 1})
+    [{'a': 1}]
+    """
+    if not is_distributed_initialized():
+        return [obj]
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+class EnhancementMetrics:
+    """PESQ-WB, ESTOI and SI-SDR of a set of utterances, via ``MetricStats``.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Sample rate of the waveforms.
+    metrics : sequence of str
+        Names among :data:`METRICS`.
+
+    Example
+    -------
+    >>> t = torch.arange(16000) / 16000
+    >>> clean = torch.sin(1382 * t) * torch.sin(19 * t)
+    >>> stats = EnhancementMetrics(metrics=("si_sdr",))
+    >>> stats.append(["a", "b"], torch.stack([clean, 2 * clean]),
+    ...              torch.stack([clean, clean]))
+    >>> stats.summarize()["si_sdr"] > 70
+    True
+    >>> sorted(stats.per_utterance())
+    ['a', 'b']
+    """
+
+    def __init__(self, sample_rate=16000, metrics=("pesq", "estoi", "si_sdr")):
+        unknown = [name for name in metrics if name not in METRICS]
+        if unknown:
+            raise ValueError(
+                f"Unknown metric(s) {unknown}; choose among {sorted(METRICS)}."
+            )
+        self.sample_rate = sample_rate
+        self.names = tuple(metrics)
+        self.stats = {
+            name: MetricStats(
+                metric=self._metric_fn(METRICS[name]), batch_eval=False
+            )
+            for name in self.names
+        }
+
+    def _metric_fn(self, function):
+        sample_rate = self.sample_rate
+
+        def metric(predict, target):
+            return function(predict, target, sample_rate)
+
+        return metric
+
+    def append(self, ids, estimates, references, lengths=None):
+        """Score a batch of enhanced waveforms against their references.
+
+        Arguments
+        ---------
+        ids : list of str
+            Utterance ids.
+        estimates : torch.Tensor
+            Enhanced waveforms (batch, samples).
+        references : torch.Tensor
+            Clean waveforms (batch, samples).
+        lengths : torch.Tensor, optional
+            Relative lengths (batch,) of a padded batch.
+        """
+        estimates = _as_batch(estimates, "estimates").detach().cpu()
+        references = _as_batch(references, "references").detach().cpu()
+        if lengths is not None:
+            lengths = lengths.detach().cpu()
+        for stats in self.stats.values():
+            stats.append(
+                ids, predict=estimates, target=references, lengths=lengths
+            )
+
+    def per_utterance(self):
+        """Dict id -> {metric: score} of everything appended (or merged)."""
+        table = {}
+        for name, stats in self.stats.items():
+            for uid, score in zip(stats.ids, stats.scores, strict=True):
+                table.setdefault(uid, {})[name] = float(score)
+        return table
+
+    def merge_ranks(self):
+        """Gather the scores of all DDP processes into every process.
+
+        Utterances scored by several processes (a distributed sampler pads
+        the last batch with repeats) count once.
+        """
+        merged = {}
+        for table in gather_objects(self.per_utterance()):
+            merged.update(table)
+        for name, stats in self.stats.items():
+            stats.clear()
+            ids = sorted(merged)
+            stats.ids = ids
+            stats.scores = [merged[uid][name] for uid in ids]
+
+    def __len__(self):
+        first = next(iter(self.stats.values()))
+        return len(first.ids)
+
+    def summarize(self):
+        """NaN-aware mean of each metric, plus ``count`` and failures.
+
+        Returns
+        -------
+        dict
+            ``{metric: mean, ..., "count": n, "<metric>_failed": k}``
+            where k counts NaN scores (left out of the mean).
+        """
+        summary = {"count": len(self)}
+        for name, stats in self.stats.items():
+            scores = [float(s) for s in stats.scores]
+            summary[name] = nan_mean(scores)
+            failed = sum(1 for s in scores if not math.isfinite(s))
+            if failed:
+                summary[f"{name}_failed"] = failed
+        return summary

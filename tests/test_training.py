@@ -1,0 +1,416 @@
+"""Brain helpers, EMA, losses, argument parsing, export loading, the cache."""
+
+import json
+import logging
+import math
+import pathlib
+from types import SimpleNamespace
+
+import pytest
+import soundfile as sf
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.checkpoints import Checkpointer
+
+from speechbrain_elbo.cache import (
+    CacheMismatchError,
+    Stage1Cache,
+    cache_settings,
+    generate_stage1_cache,
+    make_refiner_datasets,
+)
+from speechbrain_elbo.export import export_enhancer
+from speechbrain_elbo.losses import (
+    DataPredictionLoss,
+    LikelihoodLoss,
+    SigmaSquaredLoss,
+)
+from speechbrain_elbo.sampling import Sampler
+from speechbrain_elbo.score import ScoreModel
+from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+from speechbrain_elbo.spectral import SpectralTransform
+from speechbrain_elbo.training import (
+    RefinementLoss,
+    ScoreBrain,
+    build_score_loss,
+    load_enhancer_folder,
+    make_ema,
+    parse_arguments,
+    stage_arguments,
+    utterance_seed,
+    write_csv,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SDE = OUVESDE(GeometricGNS(0.05, 0.5), gamma=1.5, t_eps=0.03)
+
+
+class ToyBackbone(torch.nn.Module):
+    """A 1x1 convolution with the interface of NCSNpp."""
+
+    frame_multiple = 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 2, 1)
+        self.config = {}
+
+    def forward(self, x, cond):
+        return self.conv(x)
+
+
+def tiny_backbone():
+    with open(ROOT / "hparams/models/tiny.yaml", encoding="utf-8") as handle:
+        return load_hyperpyyaml(handle)["score_model"]
+
+
+# -- EMA -----------------------------------------------------------------------
+def test_ema_follows_the_closed_form():
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = make_ema(net, decay=0.9)
+    values = [1.0, 2.0, 4.0, -1.0]
+    expected = None
+    for value in values:
+        with torch.no_grad():
+            net.weight.fill_(value)
+        ema.update_parameters(net)
+        expected = value if expected is None else 0.9 * expected + 0.1 * value
+    assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert int(ema.n_averaged) == len(values)
+    assert not any(p.requires_grad for p in ema.parameters())
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_ema(net, decay=1.0)
+
+
+def test_ema_is_restored_by_the_checkpointer(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    ema = make_ema(net, 0.5)
+    for _ in range(3):
+        with torch.no_grad():
+            net.weight.add_(1.0)
+        ema.update_parameters(net)
+    Checkpointer(tmp_path, {"ema": ema}).save_checkpoint()
+    fresh = make_ema(torch.nn.Linear(2, 2), 0.5)
+    Checkpointer(tmp_path, {"ema": fresh}).recover_if_possible()
+    assert int(fresh.n_averaged) == 3
+    assert torch.equal(fresh.module.weight, ema.module.weight)
+
+
+# -- losses --------------------------------------------------------------------
+def test_build_score_loss_by_name():
+    transform = SpectralTransform()
+    assert isinstance(build_score_loss("sigma2", SDE), SigmaSquaredLoss)
+    likelihood = build_score_loss("likelihood", SDE, importance_sampling=False)
+    assert isinstance(likelihood, LikelihoodLoss)
+    assert likelihood.importance_sampling is False
+    data = build_score_loss("data_prediction", SDE, transform, True, 0.1)
+    assert isinstance(data, DataPredictionLoss) and data.time_l1_weight == 0.1
+    with pytest.raises(ValueError, match="Unknown loss"):
+        build_score_loss("elbo", SDE)
+    with pytest.raises(ValueError, match="only applies to loss"):
+        build_score_loss("likelihood", SDE, time_l1_weight=0.5)
+
+
+def test_refinement_loss_terms():
+    transform = SpectralTransform()
+    target = torch.ones(1, 1, 256, 8, dtype=torch.complex64)
+    estimate = 2 * target  # error 1 per bin, magnitude error 1
+    assert RefinementLoss(transform, 1, 0, 0)(estimate, target).item() == (
+        pytest.approx(1.0)
+    )
+    assert RefinementLoss(transform, 0, 3, 0)(estimate, target).item() == (
+        pytest.approx(3.0)
+    )
+    both = RefinementLoss(transform, 1, 3, 0)(estimate * 1j, target).item()
+    assert both == pytest.approx(5.0 + 3.0)  # |2i - 1|^2 = 5
+    # masked frames do not count
+    mask = torch.zeros(1, 1, 1, 8)
+    mask[..., :4] = 1
+    corrupted = estimate.clone()
+    corrupted[..., 4:] = 100
+    masked = RefinementLoss(transform, 1, 0, 0)(corrupted, target, mask)
+    assert masked.item() == pytest.approx(1.0)
+    # the waveform term vanishes for identical inputs and grows otherwise
+    timed = RefinementLoss(transform, 0, 0, 1)
+    assert timed(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert timed(estimate, target).item() > 0
+    with pytest.raises(ValueError, match="at least one positive"):
+        RefinementLoss(transform, 0, 0, 0)
+    with pytest.raises(ValueError, match="mag_weight must be >= 0"):
+        RefinementLoss(transform, 1, -1, 0)
+
+
+# -- small helpers -----------------------------------------------------------
+def test_utterance_seed_and_csv(tmp_path):
+    assert utterance_seed(1, "a") == utterance_seed(1, "a")
+    assert (
+        len(
+            {
+                utterance_seed(s, u, k)
+                for s in (1, 2)
+                for u in "ab"
+                for k in (0, 1)
+            }
+        )
+        == 8
+    )
+    path = tmp_path / "x.csv"
+    write_csv(
+        path,
+        [{"system": "s", "pesq": float("nan"), "nfe": 3}],
+        ["system", "pesq", "nfe"],
+    )
+    assert path.read_text().splitlines() == ["system,pesq,nfe", "s,nan,3"]
+
+
+def test_parse_arguments_with_overrides_files(tmp_path):
+    (tmp_path / "presets").mkdir()
+    first = tmp_path / "presets" / "a.yaml"
+    first.write_text(
+        "lr: 0.1\nmodel: !include:../models/m.yaml\nbatch_size: 4\n"
+    )
+    second = tmp_path / "b.yaml"
+    second.write_text("batch_size: 8\n")
+    _, run_opts, overrides = parse_arguments(
+        [
+            "h.yaml",
+            f"--overrides_file={first}",
+            "--overrides_file",
+            str(second),
+            "--lr=0.5",
+            "--device=cpu",
+        ]
+    )
+    assert run_opts["device"] == "cpu"
+    lines = overrides.strip().splitlines()
+    assert "lr: 0.5" in lines  # the command line wins
+    assert "batch_size: 8" in lines  # the later file wins
+    include = (tmp_path / "models" / "m.yaml").as_posix()
+    assert f"model: !include:{include}" in lines  # relative to the file
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        parse_arguments(
+            ["h.yaml", "--overrides_file", str(tmp_path / "no.yaml")]
+        )
+
+
+def test_stage_arguments_routes_overrides(tmp_path):
+    score = tmp_path / "score.yaml"
+    score.write_text("loss: sigma2\nbatch_size: 8\n")
+    refiner = tmp_path / "refiner.yaml"
+    refiner.write_text("spec_weight: 1.0\nbatch_size: 8\n")
+    args = [
+        "--loss=likelihood",
+        "--batch_size",
+        "2",
+        "--spec_weight=0.5",
+        "--precision",
+        "bf16",
+        "--noprogressbar",
+    ]
+    assert stage_arguments(args, score, [refiner]) == [
+        "--loss=likelihood",
+        "--batch_size",
+        "2",
+        "--precision",
+        "bf16",
+        "--noprogressbar",
+    ]
+    assert stage_arguments(args, refiner, [score]) == [
+        "--batch_size",
+        "2",
+        "--spec_weight=0.5",
+        "--precision",
+        "bf16",
+        "--noprogressbar",
+    ]
+    with pytest.raises(ValueError, match="--sigma_mx is neither"):
+        stage_arguments(["--sigma_mx=1"], score, [refiner])
+
+
+# -- ScoreBrain on a toy network ---------------------------------------------
+def toy_dataset(count=3, samples=4000):
+    g = torch.Generator().manual_seed(0)
+    data = {}
+    for index in range(count):
+        clean = 0.3 * torch.randn(samples, generator=g)
+        data[f"u{index}"] = {
+            "noisy_sig": clean + 0.1 * torch.randn(samples, generator=g),
+            "clean_sig": clean,
+        }
+    dataset = DynamicItemDataset(data)
+    dataset.set_output_keys(["id", "noisy_sig", "clean_sig"])
+    return dataset
+
+
+def toy_brain(loss_fn, max_grad_norm=0.0, patience=3):
+    hparams = {
+        "sde": SDE,
+        "transform": SpectralTransform(),
+        "loss_fn": loss_fn,
+        "sampler": Sampler("euler", 1),
+        "valid_sampler": Sampler("euler", 1),
+        "ema_decay": 0.5,
+        "sample_rate": 16000,
+        "valid_enhance_utterances": 0,
+        "seed": 0,
+        "max_grad_norm": max_grad_norm,
+    }
+    return ScoreBrain(
+        {"score_model": ScoreModel(ToyBackbone(), SDE)},
+        lambda params: torch.optim.SGD(params, lr=0.1),
+        hparams,
+        run_opts={
+            "device": "cpu",
+            "noprogressbar": True,
+            "nonfinite_patience": patience,
+        },
+    )
+
+
+def test_nonfinite_loss_skips_the_step(caplog):
+    calls = []
+    loss = build_score_loss("sigma2", SDE)
+
+    def flaky(model, x0, y, generator=None, mask=None):
+        calls.append(1)
+        value = loss(model, x0, y, generator, mask)
+        return value * float("nan") if len(calls) == 1 else value
+
+    brain = toy_brain(flaky)
+    assert brain.max_grad_norm == math.inf  # 0 disables clipping
+    before = brain.modules.score_model.backbone.conv.weight.detach().clone()
+    with caplog.at_level(logging.WARNING):
+        brain.fit(
+            range(1, 2), toy_dataset(3), train_loader_kwargs={"batch_size": 1}
+        )
+    assert "Non-finite training loss" in caplog.text
+    assert "skipping this step" in caplog.text
+    assert brain.optimizer_step == 2  # 3 batches, one skipped
+    assert int(brain.ema.n_averaged) == 2
+    assert brain.train_stats["skipped"] == 1
+    assert brain.train_stats["batches"] == [2]
+    after = brain.modules.score_model.backbone.conv.weight
+    assert not torch.equal(before, after)
+
+
+def test_nonfinite_patience_stops_training():
+    def always_nan(model, x0, y, generator=None, mask=None):
+        return model(
+            x0, y, torch.full((x0.shape[0],), 0.5)
+        ).abs().mean() * float("inf")
+
+    brain = toy_brain(always_nan, patience=1)
+    with pytest.raises(ValueError, match="not finite for 2 batches"):
+        brain.fit(
+            range(1, 2), toy_dataset(3), train_loader_kwargs={"batch_size": 1}
+        )
+
+
+# -- exported folders --------------------------------------------------------
+def test_load_enhancer_folder_round_trip(tmp_path):
+    backbone = tiny_backbone()
+    folder = export_enhancer(
+        tmp_path / "model", backbone, SDE, SpectralTransform(), Sampler("pc", 5)
+    )
+    loaded = load_enhancer_folder(folder)
+    assert loaded.refiner is None and loaded.sampler.steps == 5
+    assert loaded.sde.gns.sigma_max == 0.5
+    x = torch.randn(1, 1, 256, 8, dtype=torch.complex64)
+    t = torch.tensor([0.5])
+    expected = ScoreModel(backbone.eval(), SDE)(x, x, t)
+    assert torch.allclose(loaded.score_model(x, x, t), expected, atol=1e-5)
+    assert not any(p.requires_grad for p in loaded.score_model.parameters())
+    with open(folder / "score_model.ckpt", "ab") as handle:
+        handle.write(b"0")
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_enhancer_folder(folder)
+    with pytest.raises(FileNotFoundError, match="not an exported model"):
+        load_enhancer_folder(tmp_path)
+
+
+# -- the stage-1 cache ---------------------------------------------------------
+@pytest.fixture
+def toy_stage1():
+    torch.manual_seed(0)
+    backbone = ToyBackbone()
+    return SimpleNamespace(
+        score_model=ScoreModel(backbone, SDE).eval(),
+        backbone=backbone,
+        sde=SDE,
+        transform=SpectralTransform(),
+        sampler=Sampler("euler", 2),
+        checksums={"score_model.ckpt": "0" * 64},
+    )
+
+
+def write_manifest(folder, lengths):
+    g = torch.Generator().manual_seed(1)
+    entries = {}
+    for index, samples in enumerate(lengths):
+        uid = f"p226_{index:03d}"
+        clean = 0.3 * torch.randn(samples, generator=g)
+        noisy = clean + 0.1 * torch.randn(samples, generator=g)
+        for role, wav in (("noisy", noisy), ("clean", clean)):
+            sf.write(folder / f"{role}_{uid}.wav", wav.numpy(), 16000)
+        entries[uid] = {
+            "noisy_wav": str(folder / f"noisy_{uid}.wav"),
+            "clean_wav": str(folder / f"clean_{uid}.wav"),
+            "length": samples / 16000,
+        }
+    path = folder / "valid.json"
+    path.write_text(json.dumps(entries))
+    return path, entries
+
+
+def test_cache_generation_is_resumable_and_reproducible(tmp_path, toy_stage1):
+    manifest, entries = write_manifest(tmp_path, [3000, 5000])
+    cache = Stage1Cache(tmp_path / "cache", samples_per_utterance=2)
+    cache.claim(cache_settings(toy_stage1, seed=7))
+    written = generate_stage1_cache(
+        cache, "valid", manifest, toy_stage1, seed=7, progress=False
+    )
+    assert written == 4
+    first = cache.load("valid", "p226_001", 1)
+    assert first.shape == (1, 256, 5000 // 128 + 1)
+    assert not torch.equal(first, cache.load("valid", "p226_001", 0))
+    # resume: only the missing file is made again, identically
+    cache.path("valid", "p226_001", 1).unlink()
+    kept = cache.path("valid", "p226_000", 0).stat().st_mtime_ns
+    assert (
+        generate_stage1_cache(
+            cache, "valid", manifest, toy_stage1, seed=7, progress=False
+        )
+        == 1
+    )
+    assert torch.equal(cache.load("valid", "p226_001", 1), first)
+    assert cache.path("valid", "p226_000", 0).stat().st_mtime_ns == kept
+    # other settings: an error unless regeneration is asked for
+    with pytest.raises(CacheMismatchError, match="seed"):
+        cache.claim(cache_settings(toy_stage1, seed=8))
+    cache.claim(cache_settings(toy_stage1, seed=8), regenerate=True)
+    assert cache.missing("valid", list(entries)) == [
+        (u, k) for u in sorted(entries) for k in (0, 1)
+    ]
+
+
+def test_refiner_crops_are_aligned(tmp_path, toy_stage1):
+    manifest, _ = write_manifest(tmp_path, [3000, 9000])
+    cache = Stage1Cache(tmp_path / "cache")
+    generate_stage1_cache(cache, "valid", manifest, toy_stage1, progress=False)
+    datasets = make_refiner_datasets(
+        {"valid": manifest}, cache, toy_stage1.transform, crop_frames=40
+    )
+    long_item = datasets["valid"][1]  # 71 frames, centred crop of 40
+    assert long_item["xhat_spec"].shape == (2, 256, 40)
+    x_hat = cache.load("valid", "p226_001", 0)
+    start = (71 - 40) // 2
+    expected = x_hat[..., start : start + 40]
+    assert torch.equal(long_item["xhat_spec"][0], expected.real[0])
+    assert torch.equal(long_item["xhat_spec"][1], expected.imag[0])
+    assert long_item["frame_mask"].sum().item() == 40
+    short_item = datasets["valid"][0]  # 24 frames, padded to 40
+    assert short_item["frame_mask"].sum().item() == 24
+    assert short_item["noisy_spec"][..., 24:].abs().sum().item() == 0
+    # the noisy crop is the normalised noisy spectrogram of the utterance
+    assert short_item["noisy_spec"].abs().max() > 0
