@@ -144,7 +144,7 @@ def test_folder_tool_writes_whamr_layout(simulated):
         assert snr == pytest.approx(float(row["snr_db"]), abs=0.02)
         assert 0.2 <= float(row["rt60"]) <= 0.5
         assert row["noise_type"] in ("hiss", "white", "pink", "brown")
-        assert row["spk_id"] == "."
+        assert row["spk_id"] == "clean"  # the folder's name
 
 
 def test_folder_tool_is_cached_and_protected(simulated, monkeypatch):

@@ -41,6 +41,7 @@ Command line::
 """
 
 import argparse
+import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -594,10 +595,27 @@ def _parser():
         default=2.0,
         help="with --samples-dir: cut the fixtures into clips of this length",
     )
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--train-minutes", type=float, default=60.0)
-    parser.add_argument("--valid-items", type=int, default=60)
-    parser.add_argument("--test-items", type=int, default=100)
+    parser.add_argument(
+        "--seed", type=int, default=1234, help="same seed, same bytes"
+    )
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=60.0,
+        help="training duration in minutes (default 60)",
+    )
+    parser.add_argument(
+        "--valid-items",
+        type=int,
+        default=60,
+        help="validation utterances (default 60)",
+    )
+    parser.add_argument(
+        "--test-items",
+        type=int,
+        default=100,
+        help="test utterances (default 100)",
+    )
     parser.add_argument(
         "--snr",
         nargs=2,
@@ -614,8 +632,14 @@ def _parser():
         metavar=("LOW", "HIGH"),
         help="MiniWHAMR RT60 range in seconds",
     )
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rebuild a folder that was built with other options",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars"
+    )
     return parser
 
 
@@ -633,8 +657,15 @@ def main(argv=None):
         The folders built.
     """
     args = _parser().parse_args(argv)
+    begin = time.perf_counter()
     bank = load_sources(
         args.cache_dir, args.samples_dir, segment_seconds=args.segment_seconds
+    )
+    minutes = sum(c.num_samples for c in bank.speech) / SAMPLE_RATE / 60
+    print(
+        f"Sources ready in {time.perf_counter() - begin:.1f} s: "
+        f"{len(bank.speech)} speech clips ({minutes:.1f} min), "
+        f"{len(bank.noise)} noise files, from {bank.origin}"
     )
     common = {
         "bank": bank,
@@ -645,31 +676,29 @@ def main(argv=None):
         "overwrite": args.overwrite,
         "progress": not args.no_progress,
     }
+    whamr = {
+        "snr_range": tuple(args.snr),
+        "room_config": RoomConfig(rt60_range=tuple(args.rt60)),
+    }
     out = Path(args.out)
+    jobs = {
+        "vb": [(build_minivb, out, {})],
+        "whamr": [(build_miniwhamr, out, whamr)],
+        "all": [
+            (build_minivb, out / "minivb", {}),
+            (build_miniwhamr, out / "miniwhamr", whamr),
+        ],
+    }[args.which]
     built = []
-    if args.which == "vb":
-        built.append(build_minivb(out, **common))
-    elif args.which == "whamr":
-        built.append(
-            build_miniwhamr(
-                out,
-                snr_range=tuple(args.snr),
-                room_config=RoomConfig(rt60_range=tuple(args.rt60)),
-                **common,
-            )
+    for builder, folder, extra in jobs:
+        begin = time.perf_counter()
+        built.append(builder(folder, **common, **extra))
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files) / 1e6
+        print(
+            f"{folder} ready in {time.perf_counter() - begin:.1f} s: "
+            f"{len(files)} files, {size:.0f} MB"
         )
-    else:
-        built.append(build_minivb(out / "minivb", **common))
-        built.append(
-            build_miniwhamr(
-                out / "miniwhamr",
-                snr_range=tuple(args.snr),
-                room_config=RoomConfig(rt60_range=tuple(args.rt60)),
-                **common,
-            )
-        )
-    for path in built:
-        print(f"Built {path}")
     return built
 
 

@@ -750,7 +750,9 @@ def _parser():
     parser.add_argument("--out", required=True, help="output root")
     parser.add_argument("--noise", help="noise folder (default: synthetic)")
     parser.add_argument("--split", default="tt", help="tr, cv or tt")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="same seed, same bytes"
+    )
     parser.add_argument(
         "--rt60",
         nargs=2,
@@ -776,8 +778,16 @@ def _parser():
         default=2.5,
         help="ms of RIR kept after the direct path in the target",
     )
-    parser.add_argument("--licence", default="unknown")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--licence",
+        default="unknown",
+        help="licence of the speech, recorded in the metadata",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a split simulated with other options",
+    )
     return parser
 
 

@@ -1516,8 +1516,9 @@ def load_fixtures(samples_dir=DEFAULT_SAMPLES, segment_seconds=None):
 def clips_from_folder(folder, kind="speech", licence="unknown"):
     """Lists the 16 kHz mono audio files of a folder (recursively) as clips.
 
-    Each file is its own group; the speaker (or noise category) is the name
-    of the file's parent folder relative to ``folder`` (``"."`` at the top).
+    Each file is its own group; the speaker (or noise category) is the path
+    of the file's folder relative to ``folder`` (for files directly in
+    ``folder``, the name of ``folder``).
 
     Arguments
     ---------
@@ -1562,7 +1563,8 @@ def clips_from_folder(folder, kind="speech", licence="unknown"):
             continue
         rel = path.relative_to(folder)
         uid = "_".join(rel.with_suffix("").parts)
-        speaker = str(rel.parent) if rel.parent != Path(".") else "."
+        top = rel.parent == Path(".")
+        speaker = folder.resolve().name if top else str(rel.parent)
         clips.append(
             Clip(
                 uid,
