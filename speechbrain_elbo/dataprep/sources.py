@@ -109,8 +109,7 @@ _NL_DIR = "usr/share/games/fillets-ng/sound"
 
 #: Prompts shorter than this are joined with their neighbours (seconds).
 MIN_UTTERANCE_SECONDS = 2.5
-#: Longer recordings are cut at pauses (seconds; VoiceBank's longest
-#: utterances are about 15 s).
+#: Longer recordings are cut at pauses (seconds).
 MAX_UTTERANCE_SECONDS = 15.0
 #: Trimmed clips shorter than this are dropped (seconds).
 MIN_SPEECH_SECONDS = 0.3
@@ -121,8 +120,7 @@ BABBLE_FILES = 24
 BABBLE_TALKERS = 5
 BABBLE_SECONDS = 15.0
 
-#: Noise categories (the ``speaker`` field of a noise clip).
-NOISE_CATEGORIES = ("ambient", "music", "babble")
+#: Colours of the synthetic noise (see :func:`synthetic_noise`).
 SYNTHETIC_COLOURS = ("white", "pink", "brown")
 
 _BANNER = "!" * 78
