@@ -138,7 +138,7 @@ def main(argv=None):
             "task": "speech denoising (VoiceBank-DEMAND)",
             "stage": "1+2 (score model and refiner)",
             "stage1_folder": str(stage1.folder),
-            "refiner_epochs": hparams["epoch_counter"].current,
+            "refiner_epoch": hparams["epoch_counter"].current,
             "test_results": hparams["test_csv"],
         },
     )

@@ -81,7 +81,7 @@ def main(argv=None):
             "task": "speech denoising (VoiceBank-DEMAND)",
             "stage": "1 (score model)",
             "loss": hparams["loss"],
-            "epochs": hparams["epoch_counter"].current,
+            "epoch": hparams["epoch_counter"].current,
             "test_results": hparams["test_csv"],
         },
     )
