@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from speechbrain_elbo.dataio import crop_start
 from speechbrain_elbo.dataprep.common import read_audio_checked
-from speechbrain_elbo.spectral import peak_normalize
+from speechbrain_elbo.spectral import crop_frames, pad_frames, peak_normalize
 
 logger = get_logger(__name__)
 
@@ -182,7 +182,7 @@ class Stage1Cache:
         ddp_barrier()
 
 
-def cache_settings(stage1, seed, batch_size=1):
+def cache_settings(stage1, seed, batch_size=1, frame_multiple=1):
     """What a cached estimate depends on, as a JSON-ready dict.
 
     Arguments
@@ -194,6 +194,8 @@ def cache_settings(stage1, seed, batch_size=1):
     batch_size : int
         Utterances sampled together (zero padding changes the estimates
         slightly, so it is part of the settings).
+    frame_multiple : int
+        Frame multiple the noisy spectrogram is padded to for sampling.
 
     Example
     -------
@@ -226,6 +228,7 @@ def cache_settings(stage1, seed, batch_size=1):
         },
         "seed": int(seed),
         "batch_size": int(batch_size),
+        "frame_multiple": int(frame_multiple),
     }
 
 
@@ -247,6 +250,7 @@ def generate_stage1_cache(
     seed=0,
     sample_rate=16000,
     batch_size=1,
+    frame_multiple=1,
     precision=None,
     progress=True,
 ):
@@ -276,6 +280,10 @@ def generate_stage1_cache(
         Sample rate of the audio.
     batch_size : int
         Utterances sampled at once (zero-padded to the longest).
+    frame_multiple : int
+        The spectrogram is zero-padded to a multiple of this many frames
+        for sampling, as at inference (``frame_multiple_of(score backbone,
+        refiner)``), and the estimate cropped back.
     precision : torch.dtype, optional
         Autocast dtype (e.g. ``torch.bfloat16``); None for float32.
     progress : bool
@@ -322,7 +330,7 @@ def generate_stage1_cache(
             [w.numel() / longest for w in waves], device=device
         )
         noisy, _, _ = peak_normalize(noisy, None, lengths)
-        y = transform.encode(noisy, lengths)
+        y, _ = pad_frames(transform.encode(noisy, lengths), frame_multiple)
         generator = torch.Generator(device=device).manual_seed(
             utterance_seed(seed, uids[0], sample)
         )
@@ -334,7 +342,7 @@ def generate_stage1_cache(
             x_hat, _ = sampler(stage1.score_model, sde, y, generator=generator)
         for index, (uid, wave) in enumerate(zip(uids, waves, strict=True)):
             frames = transform.num_frames(wave.numel())
-            cache.save(split, uid, sample, x_hat[index, :, :, :frames])
+            cache.save(split, uid, sample, crop_frames(x_hat[index], frames))
             written += 1
     ddp_barrier()
     left = cache.missing(split, ids)

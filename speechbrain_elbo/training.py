@@ -48,7 +48,12 @@ from speechbrain_elbo.elbo import fit_decoder_variance, negative_elbo
 from speechbrain_elbo.losses import make_loss, masked_mean
 from speechbrain_elbo.metrics import EnhancementMetrics, gather_objects
 from speechbrain_elbo.score import ScoreModel
-from speechbrain_elbo.spectral import frame_mask, peak_normalize
+from speechbrain_elbo.spectral import (
+    crop_frames,
+    frame_mask,
+    pad_frames,
+    peak_normalize,
+)
 
 logger = get_logger(__name__)
 
@@ -58,6 +63,7 @@ __all__ = [
     "build_score_loss",
     "RefinementLoss",
     "utterance_seed",
+    "frame_multiple_of",
     "write_csv",
     "parse_arguments",
     "stage_arguments",
@@ -303,6 +309,33 @@ def utterance_seed(seed, uid, sample=0):
     return (int(seed) * 1000003 + zlib.crc32(f"{uid}#{sample}".encode())) % (
         2**63 - 1
     )
+
+
+def frame_multiple_of(*modules):
+    """Frame count that the inputs of all ``modules`` must be a multiple of.
+
+    Inference (:class:`speechbrain_elbo.inference.DiffusionEnhancement`)
+    zero-pads the noisy spectrogram to this multiple before sampling and
+    crops afterwards; the recipes do the same, so that what they test and
+    cache is what the exported model computes.
+
+    Example
+    -------
+    >>> a, b = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    >>> a.frame_multiple, b.frame_multiple = 4, 6
+    >>> frame_multiple_of(a, b, None)
+    12
+    """
+    multiple = 1
+    for module in modules:
+        if module is None:
+            continue
+        module = unwrap_module(module)
+        value = getattr(module, "frame_multiple", None)
+        if value is None and hasattr(module, "backbone"):
+            value = getattr(module.backbone, "frame_multiple", None)
+        multiple = math.lcm(multiple, int(value or 1))
+    return multiple
 
 
 def write_csv(path, rows, fieldnames):
@@ -833,10 +866,16 @@ class ScoreBrain(EnhancementBrain):
         )
 
     def enhance(self, y, scale, length, lengths, sampler, generator):
-        """Sample x_hat with the EMA model; returns (waveform, x_hat, nfe)."""
+        """Sample x_hat with the EMA model; returns (waveform, x_hat, nfe).
+
+        As at inference, y is zero-padded to the network's frame multiple
+        for sampling and the estimate cropped back.
+        """
+        y, frames = pad_frames(y, frame_multiple_of(self.ema_net))
         x_hat, nfe = sampler(
             self.ema_net, self.hparams.sde, y, generator=generator
         )
+        x_hat = crop_frames(x_hat, frames)
         wav = self.hparams.transform.decode(x_hat, length, lengths) * scale
         return wav, x_hat, nfe
 
@@ -1256,13 +1295,18 @@ class RefinerBrain(EnhancementBrain):
             generator = torch.Generator(device=self.device).manual_seed(
                 utterance_seed(self.hparams.seed, batch.id[0])
             )
+            # as DiffusionEnhancement: pad for both networks, crop after
+            multiple = frame_multiple_of(stage1.backbone, self.ema_net)
+            y_pad, frames = pad_frames(y, multiple)
             x_hat, nfe = stage1.sampler(
-                stage1.score_model, stage1.sde, y, generator=generator
+                stage1.score_model, stage1.sde, y_pad, generator=generator
             )
-            wav1 = transform.decode(x_hat, length, lengths) * scale
+            stage1_hat = crop_frames(x_hat, frames)
+            wav1 = transform.decode(stage1_hat, length, lengths) * scale
             _synchronize(self.device)
             seconds1 = time.perf_counter() - start
-            refined = self.ema_net(x_hat, y).to(torch.complex64)
+            refined = self.ema_net(x_hat, y_pad).to(torch.complex64)
+            refined = crop_frames(refined, frames)
             wav2 = transform.decode(refined, length, lengths) * scale
             _synchronize(self.device)
             seconds2 = time.perf_counter() - start

@@ -9,6 +9,7 @@ splits the training batches across ranks. The tiny presets of
 
 import csv
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -20,7 +21,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_elbo.training import ScoreBrain, load_enhancer_folder
+from speechbrain_elbo.metrics import si_sdr
+from speechbrain_elbo.training import (
+    ScoreBrain,
+    load_enhancer_folder,
+    utterance_seed,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "VoiceBank-DEMAND"
@@ -183,6 +189,28 @@ def test_stage1_test_results_and_export(stage1):
     assert model.sampler.steps == 2 and model.sampler.corrector_steps == 0
 
 
+def _enhanced_si_sdr(folder, manifest, row):
+    """SI-SDR of the exported model on one test file, with the test's seed."""
+    from speechbrain_elbo.inference import DiffusionEnhancement
+
+    entry = json.loads(manifest.read_text())[row["id"]]
+    noisy, _ = sf.read(entry["noisy_wav"], dtype="float32")
+    clean, _ = sf.read(entry["clean_wav"], dtype="float32")
+    enhancer = DiffusionEnhancement.from_hparams(source=folder)
+    enhanced = enhancer.enhance_batch(
+        torch.from_numpy(noisy), seed=utterance_seed(1234, row["id"])
+    )
+    return si_sdr(enhanced, torch.from_numpy(clean)).item()
+
+
+def test_stage1_export_reproduces_the_test(stage1):
+    rows = read_rows(stage1.out / "test_per_utterance.csv")
+    row = next(r for r in rows if r["system"] == "stage1")
+    manifest = stage1.out / "prepared" / "test.json"
+    value = _enhanced_si_sdr(stage1.out / "model", manifest, row)
+    assert value == pytest.approx(float(row["si_sdr"]), abs=1e-3)
+
+
 def test_stage2_end_to_end(stage1):
     out = stage1.root / "refiner"
     brain = load_script("train_refiner").main(
@@ -226,6 +254,15 @@ def test_stage2_end_to_end(stage1):
     two_stage = load_enhancer_folder(out / "model")
     assert two_stage.refiner is not None
     assert (out / "model" / "refiner.ckpt").is_file()
+    # results.csv describes the exported two-stage model
+    row = next(
+        r
+        for r in read_rows(out / "test_per_utterance.csv")
+        if r["system"] == "stage1+2"
+    )
+    manifest = stage1.out / "prepared" / "test.json"
+    value = _enhanced_si_sdr(out / "model", manifest, row)
+    assert value == pytest.approx(float(row["si_sdr"]), abs=1e-3)
 
 
 def test_torchrun_gloo_splits_batches(stage1):

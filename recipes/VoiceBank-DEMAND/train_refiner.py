@@ -35,6 +35,7 @@ from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
 from speechbrain_elbo.sampling import Sampler
 from speechbrain_elbo.training import (
     RefinerBrain,
+    frame_multiple_of,
     load_enhancer_folder,
     parse_arguments,
 )
@@ -80,10 +81,12 @@ def main(argv=None):
     cache = Stage1Cache(
         hparams["cache_folder"], hparams["samples_per_utterance"]
     )
-    cache.claim(
-        cache_settings(stage1, hparams["seed"], hparams["cache_batch_size"]),
-        regenerate=hparams["regenerate_cache"],
+    # padded for sampling as the exported two-stage model will pad
+    multiple = frame_multiple_of(stage1.backbone, hparams["refiner"])
+    settings = cache_settings(
+        stage1, hparams["seed"], hparams["cache_batch_size"], multiple
     )
+    cache.claim(settings, regenerate=hparams["regenerate_cache"])
     for split in ("train", "valid"):
         generate_stage1_cache(
             cache,
@@ -94,6 +97,7 @@ def main(argv=None):
             seed=hparams["seed"],
             sample_rate=hparams["sample_rate"],
             batch_size=hparams["cache_batch_size"],
+            frame_multiple=multiple,
             precision=PRECISIONS[run_opts["eval_precision"]],
             progress=not run_opts["noprogressbar"],
         )
