@@ -33,4 +33,9 @@ setup(
         "soundfile",
     ],
     extras_require={"dev": ["pytest", "ruff"]},
+    entry_points={
+        "console_scripts": [
+            "speechbrain-elbo-enhance=speechbrain_elbo.cli:main",
+        ]
+    },
 )
