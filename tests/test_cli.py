@@ -235,3 +235,13 @@ def test_python_dash_m(model, tmp_path):
     )
     assert missing.returncode == 1
     assert missing.stderr.strip().endswith("nope.wav does not exist")
+
+
+def test_console_script():
+    script = pathlib.Path(sys.executable).parent / "speechbrain-elbo-enhance"
+    if not script.exists():
+        pytest.skip("the package is not installed with its console script")
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--model" in result.stdout

@@ -129,10 +129,11 @@ def test_per_call_sampler_settings(stage1, options, nfe):
     assert torch.isfinite(out).all()
 
 
-def test_ode_sampler_is_deterministic_given_seed(stage1):
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_ode_sampler_is_deterministic_given_seed(stage1, sampler):
     noisy = speechlike(2000)[None]
-    a = stage1.enhance_batch(noisy, sampler="euler", steps=2, seed=5)
-    b = stage1.enhance_batch(noisy, sampler="euler", steps=2, seed=5)
+    a = stage1.enhance_batch(noisy, sampler=sampler, steps=2, seed=5)
+    b = stage1.enhance_batch(noisy, sampler=sampler, steps=2, seed=5)
     assert torch.equal(a, b)
 
 
@@ -266,8 +267,8 @@ def local_enhancer(stage1, monkeypatch):
     whole signal, because chunks start on the STFT frame grid -- makes the
     two runs comparable sample for sample: with the deterministic ODE
     sampler they must then agree exactly away from the cross-fades. (A
-    chunk grid off the frame grid gives errors of about 10% of the peak
-    everywhere with this gain.)
+    chunk grid off the frame grid gives errors of up to 15% of the peak
+    after the first join with this gain.)
     """
     sde = stage1.sde
 
