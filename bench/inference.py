@@ -379,8 +379,11 @@ def memory_summary(rows, args):
 def benchmark(args):
     import torch
 
-    args.work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="sbe_bench_"))
-    args.work.mkdir(parents=True, exist_ok=True)
+    if not args.from_json:
+        args.work = pathlib.Path(
+            args.work or tempfile.mkdtemp(prefix="sbe_bench_")
+        )
+        args.work.mkdir(parents=True, exist_ok=True)
     print(
         f"# {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, "
