@@ -48,6 +48,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -379,6 +380,7 @@ def memory_summary(rows, args):
 def benchmark(args):
     import torch
 
+    own_work = not args.work and not args.from_json
     if not args.from_json:
         args.work = pathlib.Path(
             args.work or tempfile.mkdtemp(prefix="sbe_bench_")
@@ -445,6 +447,8 @@ def benchmark(args):
         f"end {load_average():.2f}."
     )
     print("\n".join(report))
+    if own_work:  # models and long input files: hundreds of MB
+        shutil.rmtree(args.work, ignore_errors=True)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
 
