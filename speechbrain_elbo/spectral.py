@@ -170,7 +170,7 @@ class SpectralTransform:
             Complex64 compressed spectrogram.
         """
         if lengths is not None:
-            wav = wav * sample_mask(lengths, wav.shape[-1])
+            wav = _zero_padding(wav, lengths)
         return self.compress(self.stft(wav))
 
     def decode(self, spec, length, lengths=None):
@@ -193,7 +193,7 @@ class SpectralTransform:
         """
         wav = self.istft(self.decompress(spec), length)
         if lengths is not None:
-            wav = wav * sample_mask(lengths, length)
+            wav = _zero_padding(wav, lengths)
         return wav
 
 
@@ -231,7 +231,7 @@ def peak_normalize(noisy, clean=None, lengths=None):
     _check_waveform_batch(noisy)
     valid = noisy
     if lengths is not None:
-        valid = noisy * sample_mask(lengths, noisy.shape[-1])
+        valid = _zero_padding(noisy, lengths)
     scale = valid.abs().amax(dim=-1, keepdim=True)
     if not torch.isfinite(scale).all():
         raise ValueError(
@@ -314,6 +314,12 @@ def frame_mask(lengths, num_samples, hop_length=128):
     frames = torch.arange(num_frames, device=lengths.device)
     mask = frames.unsqueeze(0) < owned.unsqueeze(1)
     return mask.float()[:, None, None, :]
+
+
+def _zero_padding(wav, lengths):
+    # torch.where, not a product: NaN or Inf in the padding must vanish too
+    valid = sample_mask(lengths, wav.shape[-1]).bool()
+    return torch.where(valid, wav, torch.zeros((), dtype=wav.dtype))
 
 
 def _check_waveform_batch(wav):

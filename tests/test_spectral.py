@@ -90,6 +90,17 @@ def test_peak_normalize_ignores_padding():
     assert scale.item() == 0.5
 
 
+def test_nan_in_the_padding_is_ignored():
+    noisy = torch.tensor([[0.5, 0.25, float("nan"), float("inf")]])
+    lengths = torch.tensor([0.5])
+    _, _, scale = peak_normalize(noisy, lengths=lengths)
+    assert scale.item() == 0.5
+    long = torch.rand(1, 400)
+    long[0, 200:] = float("nan")
+    spec = SpectralTransform().encode(long, lengths)
+    assert torch.isfinite(torch.view_as_real(spec)).all()
+
+
 def test_peak_normalize_rejects_silence_and_nan():
     with pytest.raises(ValueError, match="silent"):
         peak_normalize(torch.zeros(2, 10).index_fill_(0, torch.tensor([0]), 1))
