@@ -1077,6 +1077,13 @@ class RefinerBrain(EnhancementBrain):
         "spec_weight",
         "mag_weight",
         "time_weight",
+        "test_csv",
+        "test_utterance_csv",
+        "elbo_csv",
+        "elbo_diffusion_samples",
+        "elbo_reconstruction_samples",
+        "elbo_utterances",
+        "decoder_fit_batches",
     )
 
     def __init__(self, *args, stage1=None, **kwargs):
@@ -1327,8 +1334,13 @@ class RefinerBrain(EnhancementBrain):
     def _elbo_batch(self, batch, clean_n, y, lengths):
         limit = self.hparams.elbo_utterances
         done = len(self.elbo_records["stage1"])
-        if limit is not None and done >= int(limit):
-            return
+        if limit is not None:
+            # the test utterances are split across ranks; so is the budget
+            world = 1
+            if is_distributed_initialized():
+                world = torch.distributed.get_world_size()
+            if done >= math.ceil(int(limit) / world):
+                return
         x0 = self.transform.encode(clean_n, lengths)
         mask = frame_mask(lengths, clean_n.shape[-1], self.transform.hop_length)
         seed = utterance_seed(self.hparams.seed, batch.id[0], sample=1)
