@@ -3,7 +3,7 @@
 Stage 1 is interrupted in its second epoch and resumed; stage 2 caches two
 stage-1 samples per utterance, trains in bf16 autocast, tests the three
 systems with the ELBO terms and exports; a two-process torchrun (gloo) run
-splits the training batches across ranks. The tiny presets of
+splits the training batches across ranks (in bf16 autocast). The tiny presets of
 ``hparams/overrides`` keep all of it to about a minute on two cores.
 """
 
@@ -286,6 +286,7 @@ def test_torchrun_gloo_splits_batches(stage1):
         "--batch_size=1",
         "--sampler_steps=1",
         "--valid_enhance_utterances=1",
+        "--precision=bf16",
         *TINY,
     ]
     result = subprocess.run(
