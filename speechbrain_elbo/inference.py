@@ -17,6 +17,9 @@ refinement, cropping, inverse STFT and de-normalisation. Sampler, number of
 steps, corrector, refiner and seed can be chosen per call; the same seed
 gives the same output on the same device.
 
+The chunking and cross-fade functions live in
+:mod:`speechbrain_elbo.chunking`; they are also importable from here.
+
 Example
 -------
 >>> from speechbrain_elbo.export import export_enhancer
@@ -49,6 +52,14 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 
+from speechbrain_elbo.chunking import (
+    TensorReader,
+    chunk_layout,
+    chunk_windows,
+    crossfade_windows,
+    overlap_add,
+    process_in_chunks,
+)
 from speechbrain_elbo.export import (
     HPARAMS_FILE,
     ModelFolderError,
@@ -78,175 +89,10 @@ logger = logging.getLogger(__name__)
 
 #: Extra sampler names accepted per call: "ode" is the 2nd-order ODE solver.
 SAMPLER_ALIASES = {"ode": "heun"}
-CROSSFADES = ("raised_cosine", "linear", "equal_power")
 
 
 class EnhancementInputError(ValueError):
     """The audio given for enhancement cannot be enhanced as it is."""
-
-
-# ---------------------------------------------------------------------------
-# Chunking and cross-fades
-# ---------------------------------------------------------------------------
-def crossfade_windows(overlap, kind="raised_cosine", device=None):
-    """Fade-in and fade-out ramps of ``overlap`` samples.
-
-    - ``"raised_cosine"`` (default): ``sin^2`` / ``cos^2`` half-period
-      ramps. They sum to exactly one, so two identical overlapping signals
-      join into the signal itself, and the ramps have zero slope at both
-      ends: no seam in level or in slope.
-    - ``"linear"``: straight ramps; they also sum to one, with a slope
-      discontinuity at the ends.
-    - ``"equal_power"``: ``sin`` / ``cos``; their *squares* sum to one,
-      which keeps the power of two *uncorrelated* signals constant but
-      raises correlated ones by up to sqrt(2) (3 dB) mid-fade. Chunks
-      enhanced from overlapping audio are strongly correlated, so this
-      option creates a level bump (see the tests); it is offered for
-      comparison only.
-
-    Arguments
-    ---------
-    overlap : int
-        Number of samples of the fade (>= 1).
-    kind : str
-        One of ``"raised_cosine"``, ``"linear"``, ``"equal_power"``.
-    device : torch.device, optional
-        Device of the ramps.
-
-    Returns
-    -------
-    fade_in, fade_out : torch.Tensor
-        Float32 ramps of shape (overlap,); ``fade_out`` is ``fade_in``
-        reversed.
-
-    Example
-    -------
-    >>> fade_in, fade_out = crossfade_windows(4)
-    >>> fade_in
-    tensor([0.0381, 0.3087, 0.6913, 0.9619])
-    >>> fade_in + fade_out
-    tensor([1., 1., 1., 1.])
-    """
-    if overlap < 1:
-        raise ValueError(f"overlap must be >= 1 sample, got {overlap}.")
-    if kind not in CROSSFADES:
-        raise ValueError(
-            f"Unknown cross-fade {kind!r}; choose from {CROSSFADES}."
-        )
-    # sample centres, so that the ramp is symmetric and never exactly 0 or 1
-    position = (torch.arange(overlap, device=device) + 0.5) / overlap
-    if kind == "raised_cosine":
-        fade_in = torch.sin(0.5 * math.pi * position) ** 2
-    elif kind == "linear":
-        fade_in = position
-    else:
-        fade_in = torch.sin(0.5 * math.pi * position)
-    fade_in = fade_in.float()
-    return fade_in, fade_in.flip(0)
-
-
-def chunk_windows(
-    num_chunks, chunk, overlap, first, last, kind="raised_cosine"
-):
-    """Per-chunk weights for an overlap-add join, shape (num_chunks, chunk).
-
-    Each chunk fades in over its first ``overlap`` samples and out over its
-    last ones, except the very first chunk of the signal (no fade-in) and
-    the very last (no fade-out).
-
-    Arguments
-    ---------
-    num_chunks : int
-        Number of chunks in this group.
-    chunk : int
-        Chunk length in samples (>= 2 overlap).
-    overlap : int
-        Overlap between consecutive chunks in samples.
-    first, last : bool
-        Whether the group's first (last) chunk is the signal's first (last).
-    kind : str
-        Cross-fade shape, see :func:`crossfade_windows`.
-
-    Example
-    -------
-    >>> chunk_windows(2, 4, 2, True, True, "linear")
-    tensor([[1.0000, 1.0000, 0.7500, 0.2500],
-            [0.2500, 0.7500, 1.0000, 1.0000]])
-    """
-    windows = torch.ones(num_chunks, chunk)
-    if overlap == 0:
-        return windows
-    fade_in, fade_out = crossfade_windows(overlap, kind)
-    windows[:, :overlap] = fade_in
-    windows[:, chunk - overlap :] = fade_out
-    if first:
-        windows[0, :overlap] = 1.0
-    if last:
-        windows[-1, chunk - overlap :] = 1.0
-    return windows
-
-
-def overlap_add(chunks, hop):
-    """Sum chunks placed ``hop`` samples apart (vectorised, via ``fold``).
-
-    Arguments
-    ---------
-    chunks : torch.Tensor
-        Shape (N, C): N chunks of C samples (already windowed).
-    hop : int
-        Distance between chunk starts (<= C).
-
-    Returns
-    -------
-    torch.Tensor
-        Shape ((N - 1) hop + C,).
-
-    Example
-    -------
-    >>> overlap_add(torch.ones(3, 4), hop=2)
-    tensor([1., 1., 2., 2., 2., 2., 1., 1.])
-    """
-    count, size = chunks.shape
-    if hop < 1 or hop > size:
-        raise ValueError(f"hop must lie in [1, {size}], got {hop}.")
-    length = (count - 1) * hop + size
-    folded = torch.nn.functional.fold(
-        chunks.t().unsqueeze(0),
-        output_size=(1, length),
-        kernel_size=(1, size),
-        stride=(1, hop),
-    )
-    return folded.reshape(length)
-
-
-def chunk_layout(num_samples, chunk, overlap):
-    """How a signal is cut into overlapping chunks.
-
-    A signal no longer than ``chunk`` is one chunk of its own length.
-    Otherwise chunks of ``chunk`` samples start every ``chunk - overlap``
-    samples; the last one is zero-padded past the end of the signal.
-
-    Returns
-    -------
-    count : int
-        Number of chunks.
-    size : int
-        Chunk length in samples.
-    hop : int
-        Distance between chunk starts.
-
-    Example
-    -------
-    >>> chunk_layout(100, 40, 10)
-    (3, 40, 30)
-    >>> chunk_layout(30, 40, 10)
-    (1, 30, 30)
-    """
-    if num_samples <= chunk:
-        return 1, num_samples, num_samples
-    hop = chunk - overlap
-    count = math.ceil((num_samples - overlap) / hop)
-    return count, chunk, hop
 
 
 # ---------------------------------------------------------------------------
@@ -390,20 +236,6 @@ class _FileReader:
 
     def close(self):
         self.file.close()
-
-
-class _TensorReader:
-    def __init__(self, waveform):
-        self.waveform = waveform
-        self.num_samples = waveform.shape[-1]
-
-    def read(self, start, stop):
-        block = self.waveform[start:stop]
-        if block.shape[0] < stop - start:
-            block = torch.nn.functional.pad(
-                block, (0, stop - start - len(block))
-            )
-        return block
 
 
 # ---------------------------------------------------------------------------
@@ -981,38 +813,12 @@ class DiffusionEnhancement(Pretrained):
     ):
         """Chunked enhancement of ``reader``'s signal, emitted via ``write``.
 
-        Memory is bounded by ``max_batch`` chunks: only the group being
-        enhanced and the ``overlap`` samples waiting for the next group's
-        fade-in are held. The final chunk is enhanced on its own at its true
-        length (not zero-padded), so that the end of the signal sees the
-        same boundary as when the signal is enhanced whole.
+        The signal is divided by ``scale`` (its peak) before enhancement
+        and the output multiplied back; see
+        :func:`speechbrain_elbo.chunking.process_in_chunks` for the chunks.
         """
-        total = reader.num_samples
-        count, size, hop = chunk_layout(total, chunk, overlap)
-        overlap = size - hop if count > 1 else 0
-        self.last_num_chunks = count
-        groups = _chunk_groups(count, max_batch)
-        tail = total - (count - 1) * hop  # samples of the final chunk
-        if count > 1 and tail < size and tail >= self.min_samples:
-            if groups[-1][1] - groups[-1][0] > 1:
-                first, last = groups.pop()
-                groups += [(first, last - 1), (last - 1, last)]
-        if progress:
-            from tqdm.auto import tqdm
 
-            groups = tqdm(groups, desc="Enhancing chunks", unit="group")
-        carry = None
-        emitted = 0
-        for first, last in groups:
-            width = size
-            if last == count and last - first == 1 and tail >= self.min_samples:
-                width = min(size, tail)  # the final chunk, unpadded
-            span = reader.read(first * hop, (last - 1) * hop + width)
-            chunks = (
-                span.unfold(0, width, hop) if last - first > 1 else span[None]
-            )
-            valid = (total - torch.arange(first, last) * hop).clamp(max=width)
-            lengths = valid.float() / width
+        def enhance(chunks, lengths, first):
             if seed is not None:
                 # each group has its own seed: reproducible, and group 0 of
                 # a short signal is exactly enhance_batch with the same seed
@@ -1021,33 +827,24 @@ class DiffusionEnhancement(Pretrained):
                 gen = self._generator(None, generator)
             wav = chunks.to(self.device, torch.float32) / scale
             enhanced = self._enhance_normalized(
-                wav,
-                lengths.to(self.device),
-                sampler,
-                refine,
-                gen,
+                wav, lengths.to(self.device), sampler, refine, gen
             )
-            enhanced = enhanced.to("cpu") * scale
-            windows = chunk_windows(
-                last - first,
-                width,
-                overlap,
-                first == 0,
-                last == count,
-                crossfade,
-            )
-            joined = overlap_add(enhanced * windows, min(hop, width))
-            if carry is not None:
-                joined[:overlap] += carry
-            if last == count:
-                piece = joined[: total - emitted]
-            else:
-                cut = joined.shape[0] - overlap
-                piece, carry = joined[:cut], joined[cut:].clone()
-                carry = carry if overlap else None
-            write(piece)
-            emitted += piece.shape[0]
-        return count
+            return enhanced.to("cpu") * scale
+
+        self.last_num_chunks = chunk_layout(reader.num_samples, chunk, overlap)[
+            0
+        ]
+        return process_in_chunks(
+            reader,
+            enhance,
+            write,
+            chunk,
+            overlap,
+            max_batch,
+            crossfade,
+            self.min_samples,
+            progress,
+        )
 
     def enhance_long(
         self,
@@ -1117,7 +914,7 @@ class DiffusionEnhancement(Pretrained):
             scale = float(wav.abs().max())
             pieces = []
             self._enhance_stream(
-                _TensorReader(wav),
+                TensorReader(wav),
                 scale,
                 pieces.append,
                 plan,
@@ -1296,14 +1093,6 @@ class DiffusionEnhancement(Pretrained):
         data, _ = sf.read(str(path), dtype="float32", always_2d=True)
         data = torch.from_numpy(data)
         return data.mean(dim=1) if mix_down else data[:, 0]
-
-
-def _chunk_groups(count, max_batch):
-    """Consecutive (first, last) chunk ranges of at most ``max_batch``."""
-    return [
-        (first, min(first + max_batch, count))
-        for first in range(0, count, max_batch)
-    ]
 
 
 def _first(*values):
