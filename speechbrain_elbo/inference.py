@@ -17,8 +17,11 @@ refinement, cropping, inverse STFT and de-normalisation. Sampler, number of
 steps, corrector, refiner and seed can be chosen per call; the same seed
 gives the same output on the same device.
 
-The chunking and cross-fade functions live in
-:mod:`speechbrain_elbo.chunking`; they are also importable from here.
+The interface delegates the jobs around it: the overlapping-chunk split and
+cross-fade join to :mod:`speechbrain_elbo.chunking`, input checks and
+loading to :mod:`speechbrain_elbo.audio_input`, atomic writing to
+:mod:`speechbrain_elbo.audio_output`. The public names of those modules
+that this one has always exported are still importable from here.
 
 Example
 -------
@@ -43,15 +46,25 @@ Example
 
 import logging
 import math
-import os
 import pathlib
-import tempfile
 
-import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 
+from speechbrain_elbo.audio_input import (
+    EnhancementInputError,
+    FileReader,
+    audio_info,
+    check_waveforms,
+    load_waveform,
+    to_mono,
+)
+from speechbrain_elbo.audio_output import (
+    AtomicAudioWriter,
+    refuse_overwrite,
+    write_audio_atomic,
+)
 from speechbrain_elbo.chunking import (
     TensorReader,
     chunk_layout,
@@ -71,7 +84,6 @@ from speechbrain_elbo.spectral import (
     crop_frames,
     pad_frames,
     peak_normalize,
-    sample_mask,
 )
 
 __all__ = [
@@ -91,156 +103,6 @@ logger = logging.getLogger(__name__)
 SAMPLER_ALIASES = {"ode": "heun"}
 
 
-class EnhancementInputError(ValueError):
-    """The audio given for enhancement cannot be enhanced as it is."""
-
-
-# ---------------------------------------------------------------------------
-# Audio files
-# ---------------------------------------------------------------------------
-def write_audio_atomic(path, waveform, sample_rate, subtype=None):
-    """Write a mono waveform to ``path`` through a temporary file + rename.
-
-    The temporary file lives in the target folder, so the final
-    ``os.replace`` is atomic: a reader never sees a half-written file.
-
-    Arguments
-    ---------
-    path : str or pathlib.Path
-        Output file; its extension selects the format (e.g. ``.wav``).
-    waveform : torch.Tensor
-        Shape (L,), float.
-    sample_rate : int
-        Sample rate in Hz.
-    subtype : str, optional
-        soundfile subtype; default ``"FLOAT"`` for WAV (no clipping, no
-        quantisation), soundfile's default otherwise. Integer subtypes clip
-        at full scale (logged).
-
-    Example
-    -------
-    >>> path = getfixture("tmp_path") / "out.wav"
-    >>> write_audio_atomic(path, torch.zeros(160), 16000)
-    >>> sf.info(str(path)).frames
-    160
-    """
-    with _AtomicAudioWriter(path, sample_rate, subtype) as writer:
-        writer.write(waveform)
-
-
-class _AtomicAudioWriter:
-    """Stream blocks into a temporary audio file, then rename it."""
-
-    def __init__(self, path, sample_rate, subtype=None):
-        self.path = pathlib.Path(path)
-        self.sample_rate = int(sample_rate)
-        fmt = self.path.suffix.lstrip(".").upper() or "WAV"
-        if fmt == "WAV" and subtype is None:
-            subtype = "FLOAT"
-        if not sf.check_format(fmt, subtype):
-            raise ValueError(
-                f"Cannot write {self.path.name}: format {fmt} with subtype "
-                f"{subtype} is not supported by soundfile."
-            )
-        self.format = fmt
-        self.subtype = subtype
-        self.clips = subtype is not None and subtype.upper() not in (
-            "FLOAT",
-            "DOUBLE",
-            "VORBIS",
-            "OPUS",
-        )
-        self.clipped = 0
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=".part", dir=self.path.parent
-        )
-        os.close(handle)
-        self.tmp = pathlib.Path(tmp)
-        self.file = sf.SoundFile(
-            str(self.tmp),
-            mode="w",
-            samplerate=self.sample_rate,
-            channels=1,
-            format=self.format,
-            subtype=self.subtype,
-        )
-        return self
-
-    def write(self, block):
-        block = block.detach().to("cpu", torch.float32).reshape(-1)
-        if self.clips:
-            over = block.abs() > 1.0
-            self.clipped += int(over.sum())
-            block = block.clamp(-1.0, 1.0)
-        self.file.write(block.numpy())
-
-    def __exit__(self, exc_type, exc, tb):
-        self.file.close()
-        if exc_type is not None:
-            self.tmp.unlink(missing_ok=True)
-            return False
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.path)
-        if self.clipped:
-            logger.warning(
-                "%s: %d samples exceeded full scale and were clipped by the "
-                "%s subtype; use a float subtype to keep them.",
-                self.path,
-                self.clipped,
-                self.subtype,
-            )
-        return False
-
-
-class _FileReader:
-    """Mono float32 blocks of an audio file, zero-padded past its end."""
-
-    def __init__(self, path, mix_down):
-        self.path = pathlib.Path(path)
-        self.mix_down = mix_down
-        self.file = sf.SoundFile(str(self.path))
-        self.num_samples = self.file.frames
-
-    def _mono(self, block):
-        block = torch.from_numpy(block)
-        return block.mean(dim=1) if self.mix_down else block[:, 0]
-
-    def read(self, start, stop):
-        out = torch.zeros(stop - start)
-        if start < self.num_samples:
-            self.file.seek(start)
-            count = min(stop, self.num_samples) - start
-            block = self.file.read(count, dtype="float32", always_2d=True)
-            out[: block.shape[0]] = self._mono(block)
-        return out
-
-    def peak(self, block_size=1 << 18):
-        """Peak of the whole file; checks every sample is finite."""
-        peak = 0.0
-        self.file.seek(0)
-        for block in self.file.blocks(
-            blocksize=block_size, dtype="float32", always_2d=True
-        ):
-            mono = self._mono(block)
-            if not torch.isfinite(mono).all():
-                raise EnhancementInputError(
-                    f"{self.path} contains NaN or Inf samples; repair the "
-                    "file before enhancing it."
-                )
-            if mono.numel():
-                peak = max(peak, float(mono.abs().max()))
-        return peak
-
-    def close(self):
-        self.file.close()
-
-
-# ---------------------------------------------------------------------------
-# The interface
-# ---------------------------------------------------------------------------
 class DiffusionEnhancement(Pretrained):
     """Score-based (diffusion) speech enhancement from an exported folder.
 
@@ -545,6 +407,9 @@ class DiffusionEnhancement(Pretrained):
     def check_waveforms(self, noisy, lengths=None, names=None):
         """Check a batch for enhancement; raise a clear error if unusable.
 
+        :func:`speechbrain_elbo.audio_input.check_waveforms` with this
+        model's minimum length and sample rate.
+
         Arguments
         ---------
         noisy : torch.Tensor
@@ -567,97 +432,9 @@ class DiffusionEnhancement(Pretrained):
             Wrong type, dtype or shape; empty, too short, NaN/Inf or
             all-zero input.
         """
-        return self._check_batch(noisy, lengths, names)
-
-    def _check_batch(self, noisy, lengths, names=None):
-        def which(indices):
-            if names is not None:
-                return ", ".join(str(names[i]) for i in indices)
-            return f"Input(s) at batch index {indices}"
-
-        if not torch.is_tensor(noisy):
-            raise EnhancementInputError(
-                f"noisy must be a torch.Tensor, got {type(noisy).__name__}; "
-                "use torch.as_tensor(array)."
-            )
-        if not noisy.is_floating_point():
-            raise EnhancementInputError(
-                f"noisy has dtype {noisy.dtype}; convert integer PCM to "
-                "float first (e.g. wav.float() / 32768)."
-            )
-        if noisy.dim() == 1:
-            noisy = noisy.unsqueeze(0)
-        if noisy.dim() != 2:
-            raise EnhancementInputError(
-                f"Expected mono waveforms of shape (batch, samples), got "
-                f"{tuple(noisy.shape)}. Mix several channels down first "
-                "(e.g. wav.mean(dim=1)), or use enhance_file(..., "
-                "mix_down=True)."
-            )
-        batch, num_samples = noisy.shape
-        if batch == 0 or num_samples == 0:
-            raise EnhancementInputError(
-                f"The input is empty (shape {tuple(noisy.shape)})."
-            )
-        if lengths is None:
-            lengths = torch.ones(batch, device=noisy.device)
-        lengths = torch.as_tensor(lengths, dtype=torch.float32)
-        if lengths.shape != (batch,):
-            raise EnhancementInputError(
-                f"lengths must have shape ({batch},), got "
-                f"{tuple(lengths.shape)}."
-            )
-        if not ((lengths > 0) & (lengths <= 1)).all():
-            raise EnhancementInputError(
-                "lengths are relative (SpeechBrain convention) and must lie "
-                f"in (0, 1]; got {lengths.tolist()}."
-            )
-        mask = sample_mask(lengths.to(noisy.device), num_samples).bool()
-        valid = mask.sum(dim=1)
-        short = torch.nonzero(valid < self.min_samples).flatten().tolist()
-        if short:
-            raise EnhancementInputError(
-                f"{which(short)}: fewer than "
-                f"{self.min_samples} samples "
-                f"({self.min_samples / self.sample_rate * 1000:.0f} ms at "
-                f"{self.sample_rate} Hz): too short to enhance."
-            )
-        finite = torch.isfinite(noisy) | ~mask
-        if not finite.all():
-            bad = torch.nonzero(~finite.all(dim=1)).flatten().tolist()
-            raise EnhancementInputError(
-                f"{which(bad)}: NaN or Inf samples; "
-                "repair them (e.g. torch.nan_to_num) before enhancement."
-            )
-        silent = ((noisy != 0) & mask).sum(dim=1) == 0
-        if silent.any():
-            bad = torch.nonzero(silent).flatten().tolist()
-            raise EnhancementInputError(
-                f"{which(bad)}: all zeros, there is nothing to enhance."
-            )
-        noisy = torch.where(mask, noisy, torch.zeros_like(noisy))
-        return noisy, lengths
-
-    def _to_mono(self, waveform, mix_down, what="The waveform"):
-        if not torch.is_tensor(waveform):
-            raise EnhancementInputError(
-                f"{what} must be a torch.Tensor, got {type(waveform).__name__}."
-            )
-        if waveform.dim() == 2 and waveform.shape[0] == 1:
-            waveform = waveform[0]
-        if waveform.dim() == 2:
-            if not mix_down:
-                raise EnhancementInputError(
-                    f"{what} has {waveform.shape[0]} channels (channels "
-                    "first); pass mix_down=True to average them to mono."
-                )
-            waveform = waveform.mean(dim=0)
-        if waveform.dim() != 1:
-            raise EnhancementInputError(
-                f"{what} must have shape (samples,) or (channels, samples), "
-                f"got {tuple(waveform.shape)}."
-            )
-        return waveform
+        return check_waveforms(
+            noisy, lengths, self.min_samples, self.sample_rate, names
+        )
 
     def _resample(self, waveform, sample_rate, what):
         if sample_rate is None or int(sample_rate) == self.sample_rate:
@@ -742,7 +519,7 @@ class DiffusionEnhancement(Pretrained):
         plan = self.make_sampler(sampler, steps, corrector_steps, snr)
         refine = self._use_refiner(use_refiner)
         squeeze = torch.is_tensor(noisy) and noisy.dim() == 1
-        noisy, lengths = self._check_batch(noisy, lengths)
+        noisy, lengths = self.check_waveforms(noisy, lengths)
         out_device = noisy.device
         with torch.inference_mode():
             wav = noisy.to(self.device, torch.float32)
@@ -904,12 +681,12 @@ class DiffusionEnhancement(Pretrained):
         crossfade_windows(1, crossfade)
         if seed is not None and generator is not None:
             raise ValueError("Pass either seed or generator, not both.")
-        waveform = self._to_mono(waveform, mix_down)
+        waveform = to_mono(waveform, mix_down)
         out_device = waveform.device
         with torch.inference_mode():
             wav = waveform.detach().to("cpu", torch.float32)
             wav = self._resample(wav, sample_rate, "enhance_long")
-            wav, _ = self._check_batch(wav[None], None)
+            wav, _ = self.check_waveforms(wav[None])
             wav = wav[0]
             scale = float(wav.abs().max())
             pieces = []
@@ -980,7 +757,7 @@ class DiffusionEnhancement(Pretrained):
             CPU, or, with ``output_filename``, the path written.
         """
         path = pathlib.Path(path)
-        info = self._audio_info(path, mix_down)
+        info = audio_info(path, mix_down)
         options = dict(
             chunk_seconds=chunk_seconds,
             overlap_seconds=overlap_seconds,
@@ -997,7 +774,7 @@ class DiffusionEnhancement(Pretrained):
         )
         if output_filename is not None:
             output_filename = pathlib.Path(output_filename)
-            _refuse_overwrite(path, output_filename)
+            refuse_overwrite(path, output_filename)
         if info.samplerate != self.sample_rate:
             waveform = self.load_waveform(path, mix_down)
             enhanced = self.enhance_long(
@@ -1018,7 +795,7 @@ class DiffusionEnhancement(Pretrained):
         crossfade_windows(1, crossfade)
         if seed is not None and generator is not None:
             raise ValueError("Pass either seed or generator, not both.")
-        reader = _FileReader(path, mix_down)
+        reader = FileReader(path, mix_down)
         try:
             if reader.num_samples < self.min_samples:
                 raise EnhancementInputError(
@@ -1047,7 +824,7 @@ class DiffusionEnhancement(Pretrained):
                     pieces = []
                     self._enhance_stream(reader, scale, pieces.append, *stream)
                     return torch.cat(pieces)
-                with _AtomicAudioWriter(
+                with AtomicAudioWriter(
                     output_filename, self.sample_rate, subtype
                 ) as writer:
                     self._enhance_stream(reader, scale, writer.write, *stream)
@@ -1055,27 +832,10 @@ class DiffusionEnhancement(Pretrained):
         finally:
             reader.close()
 
-    # -- audio files --------------------------------------------------------
-    def _audio_info(self, path, mix_down):
-        if not path.is_file():
-            raise FileNotFoundError(f"Input file {path} does not exist.")
-        try:
-            info = sf.info(str(path))
-        except Exception as error:  # soundfile raises several types
-            raise EnhancementInputError(
-                f"{path} is not a readable audio file ({error})."
-            ) from error
-        if info.frames == 0:
-            raise EnhancementInputError(f"{path} is empty (no samples).")
-        if info.channels > 1 and not mix_down:
-            raise EnhancementInputError(
-                f"{path} has {info.channels} channels; pass mix_down=True "
-                "(command line: --mix-down) to average them to mono."
-            )
-        return info
-
     def load_waveform(self, path, mix_down=False):
         """Read a file as a mono float32 tensor (L,), at its own rate.
+
+        Same as :func:`speechbrain_elbo.audio_input.load_waveform`.
 
         Arguments
         ---------
@@ -1088,11 +848,7 @@ class DiffusionEnhancement(Pretrained):
         -------
         torch.Tensor
         """
-        path = pathlib.Path(path)
-        self._audio_info(path, mix_down)
-        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
-        data = torch.from_numpy(data)
-        return data.mean(dim=1) if mix_down else data[:, 0]
+        return load_waveform(path, mix_down)
 
 
 def _first(*values):
@@ -1100,16 +856,3 @@ def _first(*values):
         if value is not None:
             return value
     return None
-
-
-def _refuse_overwrite(source, target):
-    source = pathlib.Path(source).resolve()
-    target = pathlib.Path(target)
-    same = target.resolve() == source
-    if not same and target.exists():
-        same = os.path.samefile(source, target)
-    if same:
-        raise EnhancementInputError(
-            f"The output {target} is the input file: refusing to overwrite "
-            "the input; choose another output path."
-        )
