@@ -47,6 +47,7 @@ Example
 import logging
 import math
 import pathlib
+from typing import NamedTuple
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
@@ -405,32 +406,11 @@ class DiffusionEnhancement(Pretrained):
 
     # -- input checks -----------------------------------------------------
     def check_waveforms(self, noisy, lengths=None, names=None):
-        """Check a batch for enhancement; raise a clear error if unusable.
+        """Check a batch for this model; raise a clear error if unusable.
 
-        :func:`speechbrain_elbo.audio_input.check_waveforms` with this
-        model's minimum length and sample rate.
-
-        Arguments
-        ---------
-        noisy : torch.Tensor
-            (B, L) or (L,) float waveforms.
-        lengths : torch.Tensor, optional
-            (B,) relative lengths.
-        names : list of str, optional
-            Names of the inputs (e.g. file paths) for the error messages.
-
-        Returns
-        -------
-        noisy : torch.Tensor
-            (B, L), zero past each length.
-        lengths : torch.Tensor
-            (B,) relative lengths.
-
-        Raises
-        ------
-        EnhancementInputError
-            Wrong type, dtype or shape; empty, too short, NaN/Inf or
-            all-zero input.
+        :func:`speechbrain_elbo.audio_input.check_waveforms` (same
+        arguments, results and errors) with the model's :attr:`min_samples`
+        and sample rate.
         """
         return check_waveforms(
             noisy, lengths, self.min_samples, self.sample_rate, names
@@ -573,21 +553,43 @@ class DiffusionEnhancement(Pretrained):
             )
         return chunk, overlap
 
-    def _enhance_stream(
+    def _chunk_plan(
         self,
-        reader,
-        scale,
-        write,
-        sampler,
-        refine,
-        seed,
-        generator,
-        chunk,
-        overlap,
+        chunk_seconds,
+        overlap_seconds,
         max_batch,
         crossfade,
         progress,
+        sampler,
+        steps,
+        corrector_steps,
+        snr,
+        use_refiner,
+        seed,
+        generator,
     ):
+        """The checked settings of a chunked call, before any audio is read."""
+        sampler = self.make_sampler(sampler, steps, corrector_steps, snr)
+        refine = self._use_refiner(use_refiner)
+        chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
+        max_batch = int(_first(max_batch, self.max_batch))
+        crossfade = _first(crossfade, self.crossfade)
+        crossfade_windows(1, crossfade)  # validates the name
+        if seed is not None and generator is not None:
+            raise ValueError("Pass either seed or generator, not both.")
+        return _ChunkPlan(
+            sampler,
+            refine,
+            seed,
+            generator,
+            chunk,
+            overlap,
+            max_batch,
+            crossfade,
+            progress,
+        )
+
+    def _enhance_stream(self, reader, scale, write, plan):
         """Chunked enhancement of ``reader``'s signal, emitted via ``write``.
 
         The signal is divided by ``scale`` (its peak) before enhancement
@@ -596,32 +598,58 @@ class DiffusionEnhancement(Pretrained):
         """
 
         def enhance(chunks, lengths, first):
-            if seed is not None:
+            if plan.seed is not None:
                 # each group has its own seed: reproducible, and group 0 of
                 # a short signal is exactly enhance_batch with the same seed
-                gen = self._generator(seed + first * 1_000_003, None)
+                gen = self._generator(plan.seed + first * 1_000_003, None)
             else:
-                gen = self._generator(None, generator)
+                gen = self._generator(None, plan.generator)
             wav = chunks.to(self.device, torch.float32) / scale
             enhanced = self._enhance_normalized(
-                wav, lengths.to(self.device), sampler, refine, gen
+                wav, lengths.to(self.device), plan.sampler, plan.refine, gen
             )
             return enhanced.to("cpu") * scale
 
-        self.last_num_chunks = chunk_layout(reader.num_samples, chunk, overlap)[
-            0
-        ]
+        count = chunk_layout(reader.num_samples, plan.chunk, plan.overlap)[0]
+        self.last_num_chunks = count
         return process_in_chunks(
             reader,
             enhance,
             write,
-            chunk,
-            overlap,
-            max_batch,
-            crossfade,
+            plan.chunk,
+            plan.overlap,
+            plan.max_batch,
+            plan.crossfade,
             self.min_samples,
-            progress,
+            plan.progress,
         )
+
+    def _enhance_to(
+        self, reader, scale, plan, output_filename=None, subtype=None
+    ):
+        """Enhance in chunks; return the waveform or write it atomically."""
+        with torch.inference_mode():
+            if output_filename is None:
+                pieces = []
+                self._enhance_stream(reader, scale, pieces.append, plan)
+                return torch.cat(pieces)
+            with AtomicAudioWriter(
+                output_filename, self.sample_rate, subtype
+            ) as writer:
+                self._enhance_stream(reader, scale, writer.write, plan)
+            return output_filename
+
+    def _tensor_reader(self, waveform, sample_rate):
+        """A reader over a mono waveform at the model's rate, and its peak.
+
+        The waveform is resampled when ``sample_rate`` differs from the
+        model's, then checked.
+        """
+        with torch.inference_mode():
+            wav = waveform.detach().to("cpu", torch.float32)
+            wav = self._resample(wav, sample_rate, "enhance_long")
+            wav = self.check_waveforms(wav[None])[0][0]
+            return TensorReader(wav), float(wav.abs().max())
 
     def enhance_long(
         self,
@@ -673,38 +701,23 @@ class DiffusionEnhancement(Pretrained):
             Enhanced waveform (L',) at the model's sample rate, on the
             waveform's device.
         """
-        plan = self.make_sampler(sampler, steps, corrector_steps, snr)
-        refine = self._use_refiner(use_refiner)
-        chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
-        max_batch = int(_first(max_batch, self.max_batch))
-        crossfade = _first(crossfade, self.crossfade)
-        crossfade_windows(1, crossfade)
-        if seed is not None and generator is not None:
-            raise ValueError("Pass either seed or generator, not both.")
+        plan = self._chunk_plan(
+            chunk_seconds,
+            overlap_seconds,
+            max_batch,
+            crossfade,
+            progress,
+            sampler,
+            steps,
+            corrector_steps,
+            snr,
+            use_refiner,
+            seed,
+            generator,
+        )
         waveform = to_mono(waveform, mix_down)
-        out_device = waveform.device
-        with torch.inference_mode():
-            wav = waveform.detach().to("cpu", torch.float32)
-            wav = self._resample(wav, sample_rate, "enhance_long")
-            wav, _ = self.check_waveforms(wav[None])
-            wav = wav[0]
-            scale = float(wav.abs().max())
-            pieces = []
-            self._enhance_stream(
-                TensorReader(wav),
-                scale,
-                pieces.append,
-                plan,
-                refine,
-                seed,
-                generator,
-                chunk,
-                overlap,
-                max_batch,
-                crossfade,
-                progress,
-            )
-        return torch.cat(pieces).to(out_device)
+        reader, scale = self._tensor_reader(waveform, sample_rate)
+        return self._enhance_to(reader, scale, plan).to(waveform.device)
 
     def enhance_file(
         self,
@@ -758,43 +771,29 @@ class DiffusionEnhancement(Pretrained):
         """
         path = pathlib.Path(path)
         info = audio_info(path, mix_down)
-        options = dict(
-            chunk_seconds=chunk_seconds,
-            overlap_seconds=overlap_seconds,
-            max_batch=max_batch,
-            crossfade=crossfade,
-            progress=progress,
-            sampler=sampler,
-            steps=steps,
-            corrector_steps=corrector_steps,
-            snr=snr,
-            use_refiner=use_refiner,
-            seed=seed,
-            generator=generator,
-        )
         if output_filename is not None:
             output_filename = pathlib.Path(output_filename)
             refuse_overwrite(path, output_filename)
+        plan = self._chunk_plan(
+            chunk_seconds,
+            overlap_seconds,
+            max_batch,
+            crossfade,
+            progress,
+            sampler,
+            steps,
+            corrector_steps,
+            snr,
+            use_refiner,
+            seed,
+            generator,
+        )
         if info.samplerate != self.sample_rate:
             waveform = self.load_waveform(path, mix_down)
-            enhanced = self.enhance_long(
-                waveform, sample_rate=info.samplerate, **options
+            reader, scale = self._tensor_reader(waveform, info.samplerate)
+            return self._enhance_to(
+                reader, scale, plan, output_filename, subtype
             )
-            if output_filename is None:
-                return enhanced
-            write_audio_atomic(
-                output_filename, enhanced, self.sample_rate, subtype
-            )
-            return output_filename
-
-        plan = self.make_sampler(sampler, steps, corrector_steps, snr)
-        refine = self._use_refiner(use_refiner)
-        chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
-        max_batch = int(_first(max_batch, self.max_batch))
-        crossfade = _first(crossfade, self.crossfade)
-        crossfade_windows(1, crossfade)
-        if seed is not None and generator is not None:
-            raise ValueError("Pass either seed or generator, not both.")
         reader = FileReader(path, mix_down)
         try:
             if reader.num_samples < self.min_samples:
@@ -808,47 +807,32 @@ class DiffusionEnhancement(Pretrained):
                 raise EnhancementInputError(
                     f"{path} is all zeros: there is nothing to enhance."
                 )
-            stream = (
-                plan,
-                refine,
-                seed,
-                generator,
-                chunk,
-                overlap,
-                max_batch,
-                crossfade,
-                progress,
+            return self._enhance_to(
+                reader, scale, plan, output_filename, subtype
             )
-            with torch.inference_mode():
-                if output_filename is None:
-                    pieces = []
-                    self._enhance_stream(reader, scale, pieces.append, *stream)
-                    return torch.cat(pieces)
-                with AtomicAudioWriter(
-                    output_filename, self.sample_rate, subtype
-                ) as writer:
-                    self._enhance_stream(reader, scale, writer.write, *stream)
-                return output_filename
         finally:
             reader.close()
 
     def load_waveform(self, path, mix_down=False):
-        """Read a file as a mono float32 tensor (L,), at its own rate.
+        """A file as a mono float32 tensor (L,) at its own rate.
 
-        Same as :func:`speechbrain_elbo.audio_input.load_waveform`.
-
-        Arguments
-        ---------
-        path : str or pathlib.Path
-            Audio file.
-        mix_down : bool
-            Average several channels instead of refusing them.
-
-        Returns
-        -------
-        torch.Tensor
+        See :func:`speechbrain_elbo.audio_input.load_waveform`.
         """
         return load_waveform(path, mix_down)
+
+
+class _ChunkPlan(NamedTuple):
+    """Checked settings of a chunked enhancement call."""
+
+    sampler: Sampler
+    refine: bool
+    seed: int | None
+    generator: torch.Generator | None
+    chunk: int
+    overlap: int
+    max_batch: int
+    crossfade: str
+    progress: bool
 
 
 def _first(*values):
