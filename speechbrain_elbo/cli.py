@@ -206,25 +206,17 @@ def _load_model(args):
 
 def _plan(enhancer, pairs, mix_down, batch_size):
     """Group the inputs: batches of equal-length files, and single files."""
-    import soundfile as sf
+    from speechbrain_elbo.audio_input import EnhancementInputError, audio_info
 
     chunk = int(round(enhancer.chunk_seconds * enhancer.sample_rate))
     groups = collections.defaultdict(list)
     singles = []
     for source, target in pairs:
         try:
-            info = sf.info(str(source))
-        except Exception as error:
-            raise CommandError(
-                f"{source} is not a readable audio file ({error})"
-            ) from error
-        if info.frames == 0:
-            raise CommandError(f"{source} is empty (no samples)")
-        if info.channels > 1 and not mix_down:
-            raise CommandError(
-                f"{source} has {info.channels} channels; pass --mix-down to "
-                "average them to mono"
-            )
+            info = audio_info(source, mix_down, mix_down_hint="pass --mix-down")
+        except EnhancementInputError as error:
+            # the command's one-line messages end without a full stop
+            raise CommandError(str(error).rstrip(".")) from error
         if info.samplerate == enhancer.sample_rate and info.frames <= chunk:
             groups[info.frames].append((source, target))
         else:
@@ -265,7 +257,7 @@ def _check_device(device):
 
 
 def _run(args):
-    from speechbrain_elbo.inference import write_audio_atomic
+    from speechbrain_elbo.audio_output import write_audio_atomic
 
     if args.batch_size < 1:
         raise CommandError("--batch-size must be >= 1")
