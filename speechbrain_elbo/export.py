@@ -43,6 +43,7 @@ import pathlib
 import shutil
 import tempfile
 import uuid
+from typing import NamedTuple
 
 import torch
 
@@ -53,6 +54,7 @@ __all__ = [
     "load_checkpoint",
     "file_sha256",
     "module_config",
+    "module_from_yaml",
     "ModelFolderError",
     "HPARAMS_FILE",
     "SCORE_CKPT",
@@ -188,6 +190,54 @@ def module_config(module, what="module"):
     return f"{cls.__module__}.{cls.__name__}", _complete(cls, config, what)
 
 
+def module_from_yaml(path, key):
+    r"""Build the module ``key`` of a HyperPyYAML file, ready to export.
+
+    The lobes of this package record their constructor arguments in a
+    ``config`` attribute. A module that has none gets the file's other
+    top-level keys as its ``config``: the layout of the files in
+    ``hparams/models/`` (one module, and its arguments as top-level keys).
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        A HyperPyYAML file.
+    key : str
+        The top-level key that builds the module.
+
+    Returns
+    -------
+    torch.nn.Module
+        With a ``config`` dict, so that :func:`module_config` and
+        :func:`export_enhancer` accept it.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "linear.yaml"
+    >>> _ = path.write_text(
+    ...     "in_features: 2\n"
+    ...     "out_features: 3\n"
+    ...     "net: !new:torch.nn.Linear\n"
+    ...     "    in_features: !ref <in_features>\n"
+    ...     "    out_features: !ref <out_features>\n")
+    >>> module_from_yaml(path, "net").config
+    {'in_features': 2, 'out_features': 3}
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(path, encoding="utf-8") as handle:
+        hparams = load_hyperpyyaml(handle)
+    if key not in hparams:
+        raise KeyError(
+            f"{path} defines no {key!r}; its top-level keys are "
+            f"{sorted(hparams)}."
+        )
+    module = hparams[key]
+    if not isinstance(getattr(module, "config", None), dict):
+        module.config = {k: v for k, v in hparams.items() if k != key}
+    return module
+
+
 def _complete(cls, config, what):
     """The config in constructor order, with unset defaults written out.
 
@@ -270,16 +320,38 @@ def _qualname(obj):
     return f"{type(obj).__module__}.{type(obj).__name__}"
 
 
-def _render_hyperparams(
-    pretrained_path,
-    backbone,
-    sde,
-    transform,
-    sampler,
-    refiner,
-    sample_rate,
-    checksums,
-):
+def _transform_config(transform):
+    return {
+        "n_fft": int(transform.n_fft),
+        "hop_length": int(transform.hop_length),
+        "alpha": float(transform.alpha),
+        "beta": float(transform.beta),
+    }
+
+
+def _sampler_config(sampler):
+    return {
+        "name": sampler.name,
+        "steps": int(sampler.steps),
+        "corrector_steps": int(sampler.corrector_steps),
+        "snr": float(sampler.snr),
+    }
+
+
+class _Export(NamedTuple):
+    """What an export writes: the components and the checkpoint digests."""
+
+    backbone: torch.nn.Module
+    sde: object
+    transform: object
+    sampler: object
+    refiner: torch.nn.Module | None
+    sample_rate: int
+    checksums: dict
+
+
+def _render_hyperparams(pretrained_path, export):
+    backbone, sde, transform, sampler, refiner, sample_rate, checksums = export
     backbone_cls, backbone_cfg = module_config(backbone, "score backbone")
     gns_cls, gns_cfg = _gns_config(sde.gns)
     lines = [
@@ -301,12 +373,7 @@ def _render_hyperparams(
     lines += _block(
         "transform",
         _qualname(transform),
-        {
-            "n_fft": int(transform.n_fft),
-            "hop_length": int(transform.hop_length),
-            "alpha": float(transform.alpha),
-            "beta": float(transform.beta),
-        },
+        _transform_config(transform),
         "Compressed complex STFT (METHOD.md s. 1)",
     )
     lines.append("")
@@ -323,12 +390,7 @@ def _render_hyperparams(
     lines += _block(
         "sampler",
         _qualname(sampler),
-        {
-            "name": sampler.name,
-            "steps": int(sampler.steps),
-            "corrector_steps": int(sampler.corrector_steps),
-            "snr": float(sampler.snr),
-        },
+        _sampler_config(sampler),
         "Default sampler; every setting can be changed per call",
     )
     lines.append("")
@@ -373,46 +435,26 @@ def _render_hyperparams(
     return "\n".join(lines) + "\n"
 
 
-def _count_parameters(module):
-    return int(sum(p.numel() for p in module.parameters()))
+def _module_card(module, what):
+    cls, config = module_config(module, what)
+    parameters = int(sum(p.numel() for p in module.parameters()))
+    return {"class": cls, "parameters": parameters, "config": config}
 
 
-def _card(
-    model_card, backbone, sde, transform, sampler, refiner, sample_rate, files
-):
-    backbone_cls, backbone_cfg = module_config(backbone, "score backbone")
+def _card(model_card, export):
     card = {
         "format_version": FORMAT_VERSION,
         "speechbrain_elbo_version": __version__,
-        "sample_rate": int(sample_rate),
-        "stages": 1 if refiner is None else 2,
-        "sde": sde.describe(),
-        "transform": {
-            "n_fft": transform.n_fft,
-            "hop_length": transform.hop_length,
-            "alpha": transform.alpha,
-            "beta": transform.beta,
-        },
-        "default_sampler": {
-            "name": sampler.name,
-            "steps": sampler.steps,
-            "corrector_steps": sampler.corrector_steps,
-            "snr": sampler.snr,
-        },
-        "score_backbone": {
-            "class": backbone_cls,
-            "parameters": _count_parameters(backbone),
-            "config": backbone_cfg,
-        },
-        "files": files,
+        "sample_rate": int(export.sample_rate),
+        "stages": 1 if export.refiner is None else 2,
+        "sde": export.sde.describe(),
+        "transform": _transform_config(export.transform),
+        "default_sampler": _sampler_config(export.sampler),
+        "score_backbone": _module_card(export.backbone, "score backbone"),
+        "files": export.checksums,
     }
-    if refiner is not None:
-        refiner_cls, refiner_cfg = module_config(refiner, "refiner")
-        card["refiner"] = {
-            "class": refiner_cls,
-            "parameters": _count_parameters(refiner),
-            "config": refiner_cfg,
-        }
+    if export.refiner is not None:
+        card["refiner"] = _module_card(export.refiner, "refiner")
     if model_card:
         card["model_card"] = _plain(dict(model_card), "model_card")
     return card
@@ -580,8 +622,7 @@ def export_enhancer(
         if refiner is not None:
             _save_state(refiner, tmp / REFINER_CKPT)
             checksums[REFINER_CKPT] = file_sha256(tmp / REFINER_CKPT)
-        text = _render_hyperparams(
-            folder,
+        export = _Export(
             score_backbone,
             sde,
             transform,
@@ -590,17 +631,9 @@ def export_enhancer(
             sample_rate,
             checksums,
         )
+        text = _render_hyperparams(folder, export)
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
-        card = _card(
-            model_card,
-            score_backbone,
-            sde,
-            transform,
-            sampler,
-            refiner,
-            sample_rate,
-            checksums,
-        )
+        card = _card(model_card, export)
         (tmp / "model_card.json").write_text(
             json.dumps(card, indent=2) + "\n", encoding="utf-8"
         )
