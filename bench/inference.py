@@ -152,20 +152,14 @@ def _audio_seconds(path):
 def export_random(config, stages, folder):
     """Export a random-weight model of ``config`` (1 or 2 stages)."""
     import torch
-    from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_elbo.export import export_enhancer
+    from speechbrain_elbo.export import export_enhancer, module_from_yaml
     from speechbrain_elbo.sampling import Sampler
     from speechbrain_elbo.sde import OUVESDE, GeometricGNS
     from speechbrain_elbo.spectral import SpectralTransform
 
     def build(name, key):
-        with open(MODELS / f"{name}.yaml", encoding="utf-8") as handle:
-            hparams = load_hyperpyyaml(handle)
-        module = hparams[key]
-        if not isinstance(getattr(module, "config", None), dict):
-            module.config = {k: v for k, v in hparams.items() if k != key}
-        return module
+        return module_from_yaml(MODELS / f"{name}.yaml", key)
 
     torch.manual_seed(0)
     refiner = None
