@@ -5,7 +5,9 @@ PESQ-WB comes from the ``pesq`` package (ITU-T P.862.2), ESTOI from
 signals, scale-invariant projection). :class:`EnhancementMetrics` gathers the
 three through SpeechBrain's ``MetricStats`` for a set of utterances, with
 NaN-aware averages (PESQ can fail on an utterance without speech), and merges
-the per-utterance scores of several DDP processes.
+the per-utterance scores of several DDP processes. :func:`metric_bins`
+averages per-utterance scores within bins of a per-utterance condition (e.g.
+the measured RT60 or DRR of a test room), to show where a system fails.
 
 Example
 -------
@@ -36,6 +38,8 @@ __all__ = [
     "EnhancementMetrics",
     "nan_mean",
     "gather_objects",
+    "metric_bins",
+    "BIN_FIELDS",
 ]
 
 
@@ -360,3 +364,135 @@ class EnhancementMetrics:
             if failed:
                 summary[f"{name}_failed"] = failed
         return summary
+
+
+#: Columns of the rows returned by :func:`metric_bins`.
+BIN_FIELDS = [
+    "system",
+    "field",
+    "bin",
+    "low",
+    "high",
+    "utterances",
+    "pesq",
+    "estoi",
+    "si_sdr",
+]
+
+
+def _check_edges(field, edges):
+    try:
+        edges = [float(edge) for edge in edges]
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"Bin edges of {field!r} must be a list of numbers, got {edges!r}."
+        ) from err
+    if not edges or not all(math.isfinite(edge) for edge in edges):
+        raise ValueError(
+            f"Bin edges of {field!r} must be a non-empty list of finite "
+            f"numbers, got {edges}."
+        )
+    if any(np.diff(edges) <= 0):
+        raise ValueError(
+            f"Bin edges of {field!r} must increase strictly, got {edges}."
+        )
+    return edges
+
+
+def metric_bins(
+    records,
+    field,
+    edges,
+    metrics=("pesq", "estoi", "si_sdr"),
+    group="system",
+):
+    """Per-bin means of per-utterance scores, for each system.
+
+    The utterances are put into bins of ``field`` (e.g. the measured RT60 of
+    their room): ``[edges[i], edges[i + 1])`` for each pair of neighbouring
+    edges, plus ``< edges[0]`` and ``>= edges[-1]`` for the values outside,
+    which are listed only when they hold utterances. Inside a bin each
+    metric is averaged over its finite scores (:func:`nan_mean`).
+
+    Arguments
+    ---------
+    records : iterable of dict
+        One per (utterance, system): the system name under ``group``, the
+        condition under ``field`` and the scores under ``metrics``. Records
+        whose ``field`` is missing, None or NaN are left out.
+    field : str
+        The per-utterance condition to bin by.
+    edges : sequence of float
+        Strictly increasing bin edges (at least one).
+    metrics : sequence of str
+        The scores to average.
+    group : str
+        The key that names the system of a record.
+
+    Returns
+    -------
+    list of dict
+        Rows with :data:`BIN_FIELDS` keys (``low``/``high`` None for the
+        open bins), systems in order of first appearance, then bins in
+        increasing order; empty when no record has ``field``.
+
+    Example
+    -------
+    >>> records = [
+    ...     {"system": "noisy", "rt60": 0.3, "pesq": 2.0},
+    ...     {"system": "noisy", "rt60": 0.35, "pesq": 3.0},
+    ...     {"system": "noisy", "rt60": 1.2, "pesq": 1.0},
+    ... ]
+    >>> for row in metric_bins(records, "rt60", [0.2, 0.6, 1.0], ["pesq"]):
+    ...     print(row["bin"], row["utterances"], row["pesq"])
+    [0.2, 0.6) 2 2.5
+    [0.6, 1) 0 nan
+    >= 1 1 1.0
+    """
+    edges = _check_edges(field, edges)
+    kept = []
+    for record in records:
+        value = record.get(field)
+        if value is None:
+            continue
+        value = float(value)
+        if math.isnan(value):
+            continue
+        kept.append((record[group], value, record))
+    if not kept:
+        return []
+    # bin 0: below the first edge; bin i: [edges[i - 1], edges[i])
+    values = np.array([value for _, value, _ in kept])
+    indices = np.searchsorted(np.array(edges), values, side="right")
+    bounds = [None, *edges, None]
+    groups = {}
+    for (system, _, record), index in zip(kept, indices, strict=True):
+        groups.setdefault(system, {}).setdefault(int(index), []).append(record)
+    rows = []
+    for system, by_bin in groups.items():
+        for index in range(len(edges) + 1):
+            members = by_bin.get(index, [])
+            outer = index == 0 or index == len(edges)
+            if outer and not members:
+                continue
+            low, high = bounds[index], bounds[index + 1]
+            if low is None:
+                label = f"< {high:g}"
+            elif high is None:
+                label = f">= {low:g}"
+            else:
+                label = f"[{low:g}, {high:g})"
+            row = {
+                "system": system,
+                "field": field,
+                "bin": label,
+                "low": low,
+                "high": high,
+                "utterances": len(members),
+            }
+            for name in metrics:
+                row[name] = nan_mean(
+                    [r[name] for r in members if r.get(name) is not None]
+                )
+            rows.append(row)
+    return rows

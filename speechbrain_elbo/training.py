@@ -575,6 +575,9 @@ class EnhancementBrain(sb.Brain):
     Validation keeps two checkpoints: the best by PESQ-WB on the enhanced
     validation files (by loss when ``valid_enhance_utterances`` is 0) and the
     most recent. The EMA copy is checkpointed, so resuming restores it.
+    After a test, ``test_utterances`` holds the rows of the per-utterance
+    test CSV (those of every rank), e.g. to average them in bins of a test
+    condition with :func:`speechbrain_elbo.metrics.metric_bins`.
     """
 
     net_key = None
@@ -610,6 +613,8 @@ class EnhancementBrain(sb.Brain):
         self.epoch_batches = 0
         self.skipped_batches = 0
         self.train_stats = None
+        # per-utterance test scores of every rank, set by the test
+        self.test_utterances = []
 
     # -- the trained network and its EMA ---------------------------------
     @property
@@ -971,6 +976,7 @@ class ScoreBrain(EnhancementBrain):
         rows, utterances = _summarise_systems(
             self.test_metrics, self.test_timing
         )
+        self.test_utterances = utterances
         self._write_test(rows, utterances)
 
     def _write_test(self, rows, utterances):
@@ -1377,6 +1383,7 @@ class RefinerBrain(EnhancementBrain):
         rows, utterances = _summarise_systems(
             self.test_metrics, self.test_timing
         )
+        self.test_utterances = utterances
         elbo_rows = []
         for row in rows:
             name = row["system"]
