@@ -6,8 +6,6 @@ hyperparams.yaml loaded by SpeechBrain's own ``EncoderASR.from_hparams``
 from a local folder (no hub).
 """
 
-import pathlib
-
 import pytest
 import sentencepiece as spm
 import torch
@@ -15,13 +13,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.inference.ASR import EncoderASR
 
 from speechbrain_elbo.asr import EnhanceThenTranscribe, resample_batch
-from speechbrain_elbo.export import export_enhancer
 from speechbrain_elbo.inference import DiffusionEnhancement
-from speechbrain_elbo.sampling import Sampler
-from speechbrain_elbo.sde import OUVESDE, GeometricGNS
-from speechbrain_elbo.spectral import SpectralTransform
-
-MODELS = pathlib.Path(__file__).resolve().parents[1] / "hparams" / "models"
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -60,12 +52,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_asr_folder(folder, rate):
@@ -98,23 +85,9 @@ def make_asr_folder(folder, rate):
 
 
 @pytest.fixture(scope="module")
-def enhancer(tmp_path_factory):
-    with open(MODELS / "tiny.yaml", encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle)
-    backbone = hparams["score_model"]
-    if not isinstance(getattr(backbone, "config", None), dict):
-        backbone.config = {
-            k: v for k, v in hparams.items() if k != "score_model"
-        }
-    folder = export_enhancer(
-        tmp_path_factory.mktemp("enh") / "model",
-        backbone,
-        OUVESDE(GeometricGNS()),
-        SpectralTransform(),
-        Sampler("pc", 1),
-    )
+def enhancer(tiny_models):
     return DiffusionEnhancement.from_hparams(
-        source=folder, run_opts={"device": "cpu"}
+        source=tiny_models[0], run_opts={"device": "cpu"}
     )
 
 

@@ -9,47 +9,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_elbo.cli import main
-from speechbrain_elbo.export import export_enhancer
 from speechbrain_elbo.inference import DiffusionEnhancement
-from speechbrain_elbo.sampling import Sampler
-from speechbrain_elbo.sde import OUVESDE, GeometricGNS
-from speechbrain_elbo.spectral import SpectralTransform
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SR = 16000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(name, key):
-    with open(ROOT / "hparams" / "models" / f"{name}.yaml") as handle:
-        hparams = load_hyperpyyaml(handle)
-    module = hparams[key]
-    if not isinstance(getattr(module, "config", None), dict):
-        module.config = {k: v for k, v in hparams.items() if k != key}
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    return export_enhancer(
-        tmp_path_factory.mktemp("cli") / "model",
-        build("tiny", "score_model"),
-        OUVESDE(GeometricGNS()),
-        SpectralTransform(),
-        Sampler("pc", 1),
-        refiner=build("refiner_tiny", "refiner"),
-    )
+def model(tiny_models):
+    """The two-stage tiny model."""
+    return tiny_models[1]
 
 
 def noise(num_samples, seed):
@@ -139,6 +111,7 @@ def test_seed_and_options_are_applied(model, inputs, tmp_path):
         ("silent", ["silent.wav"], "all zeros"),
         ("short", ["short.wav"], "too short"),
         ("text", ["text.wav"], "not a readable audio file"),
+        ("empty", ["empty.wav"], "empty.wav is empty (no samples)"),
         ("a", ["a.wav", "--steps", "0"], "--steps must be >= 1"),
         ("a", ["a.wav", "--device", "cuda:7"], "--device cuda:7"),
     ],
@@ -153,6 +126,8 @@ def test_bad_input_one_line_and_status(
         sf.write("silent.wav", np.zeros(4000), SR)
     elif make == "short":
         sf.write("short.wav", noise(100, 1), SR)
+    elif make == "empty":
+        sf.write("empty.wav", np.zeros(0), SR)
     elif make == "text":
         pathlib.Path("text.wav").write_text("nothing")
     elif make == "a":

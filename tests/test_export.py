@@ -3,7 +3,6 @@
 import inspect
 import json
 import os
-import pathlib
 import shutil
 
 import pytest
@@ -19,32 +18,14 @@ from speechbrain_elbo.export import (
     ModelFolderError,
     export_enhancer,
     file_sha256,
+    module_from_yaml,
 )
 from speechbrain_elbo.inference import DiffusionEnhancement
 from speechbrain_elbo.sampling import Sampler
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 from speechbrain_elbo.spectral import SpectralTransform
 
-MODELS = pathlib.Path(__file__).resolve().parents[1] / "hparams" / "models"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on two shared cores are several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(name, key):
-    """A lobe from hparams/models/<name>.yaml, with its ``config``."""
-    with open(MODELS / f"{name}.yaml", encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle)
-    module = hparams[key]
-    if not isinstance(getattr(module, "config", None), dict):
-        module.config = {k: v for k, v in hparams.items() if k != key}
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def raw_yaml(path):
@@ -63,15 +44,6 @@ def raw_yaml(path):
         return yaml.load(handle, Loader=Loader)
 
 
-def perturb_(module, seed):
-    """Random non-zero weights everywhere (the last layers start at zero)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=generator))
-    return module
-
-
 def components():
     sde = OUVESDE(GeometricGNS(0.05, 0.75), gamma=1.25, t_eps=0.02)
     transform = SpectralTransform(alpha=0.5, beta=0.2)
@@ -79,10 +51,10 @@ def components():
 
 
 @pytest.fixture(scope="module")
-def two_stage(tmp_path_factory):
+def two_stage(tmp_path_factory, lobe):
     torch.manual_seed(0)
-    backbone = perturb_(build("tiny", "score_model"), 1)
-    refiner = perturb_(build("refiner_tiny", "refiner"), 2)
+    backbone = lobe("tiny", "score_model", seed=1)
+    refiner = lobe("refiner_tiny", "refiner", seed=2)
     sde, transform, sampler = components()
     folder = tmp_path_factory.mktemp("export") / "two_stage"
     export_enhancer(
@@ -266,17 +238,17 @@ def test_corrupt_hyperparams_named(copy_of):
         DiffusionEnhancement.from_hparams(source=copy_of)
 
 
-def test_reexport_replaces_atomically(tmp_path):
+def test_reexport_replaces_atomically(tmp_path, lobe):
     sde, transform, sampler = components()
     folder = tmp_path / "model"
-    backbone = build("tiny", "score_model")
+    backbone = lobe("tiny", "score_model")
     export_enhancer(
         folder,
         backbone,
         sde,
         transform,
         sampler,
-        build("refiner_tiny", "refiner"),
+        lobe("refiner_tiny", "refiner"),
     )
     assert (folder / REFINER_CKPT).exists()
     # stage 1 alone over a two-stage export: the old refiner must go
@@ -286,7 +258,7 @@ def test_reexport_replaces_atomically(tmp_path):
     assert not enhancer.has_refiner
     assert enhancer.default_sampler.steps == 3
     # a failing export leaves the previous one untouched, and no litter
-    broken = build("tiny", "score_model")
+    broken = lobe("tiny", "score_model")
     broken.config = dict(broken.config, nf=object())
     before = (folder / HPARAMS_FILE).read_text()
     with pytest.raises(ValueError, match="nf"):
@@ -295,14 +267,14 @@ def test_reexport_replaces_atomically(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
-def test_refuses_foreign_folder_and_bad_modules(tmp_path):
+def test_refuses_foreign_folder_and_bad_modules(tmp_path, lobe):
     sde, transform, sampler = components()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not an exported model"):
         export_enhancer(
-            foreign, build("tiny", "score_model"), sde, transform, sampler
+            foreign, lobe("tiny", "score_model"), sde, transform, sampler
         )
     assert (foreign / "notes.txt").read_text() == "keep me"
 
@@ -317,3 +289,20 @@ def test_refuses_foreign_folder_and_bad_modules(tmp_path):
     with pytest.raises(ValueError, match="config"):
         export_enhancer(tmp_path / "y", no_config, sde, transform, sampler)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_module_from_yaml(tmp_path):
+    path = tmp_path / "linear.yaml"
+    path.write_text(
+        "size: 3\n"
+        "net: !new:torch.nn.Linear\n"
+        "    in_features: !ref <size>\n"
+        "    out_features: 2\n"
+    )
+    net = module_from_yaml(path, "net")
+    assert isinstance(net, torch.nn.Linear) and net.in_features == 3
+    assert net.config == {"size": 3}  # the file's other top-level keys
+    with pytest.raises(
+        KeyError, match=r"defines no 'model'.*\['net', 'size'\]"
+    ):
+        module_from_yaml(path, "model")

@@ -3,15 +3,12 @@
 import logging
 import math
 import os
-import pathlib
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_elbo.export import export_enhancer
 from speechbrain_elbo.inference import (
     DiffusionEnhancement,
     EnhancementInputError,
@@ -21,65 +18,23 @@ from speechbrain_elbo.inference import (
     overlap_add,
 )
 from speechbrain_elbo.oracle import GaussianOracle
-from speechbrain_elbo.sampling import Sampler
-from speechbrain_elbo.sde import OUVESDE, GeometricGNS, expand_time
-from speechbrain_elbo.spectral import SpectralTransform
+from speechbrain_elbo.sde import expand_time
 
-MODELS = pathlib.Path(__file__).resolve().parents[1] / "hparams" / "models"
 SR = 16000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on two shared cores are several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(name, key):
-    """A lobe from hparams/models/<name>.yaml, with its ``config``."""
-    with open(MODELS / f"{name}.yaml", encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle)
-    module = hparams[key]
-    if not isinstance(getattr(module, "config", None), dict):
-        module.config = {k: v for k, v in hparams.items() if k != key}
-    return module
-
-
-def perturb_(module, seed):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=generator))
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("models")
-    backbone = perturb_(build("tiny", "score_model"), 1)
-    refiner = perturb_(build("refiner_tiny", "refiner"), 2)
-    sde = OUVESDE(GeometricGNS(0.05, 0.5), gamma=1.5, t_eps=0.03)
-    parts = (backbone, sde, SpectralTransform(), Sampler("pc", 2))
-    one = export_enhancer(root / "stage1", *parts)
-    two = export_enhancer(root / "stage2", *parts, refiner=refiner)
-    return one, two
-
-
-@pytest.fixture(scope="module")
-def stage1(folders):
+def stage1(tiny_models):
     return DiffusionEnhancement.from_hparams(
-        source=folders[0], run_opts={"device": "cpu"}
+        source=tiny_models[0], run_opts={"device": "cpu"}
     )
 
 
 @pytest.fixture(scope="module")
-def stage2(folders):
+def stage2(tiny_models):
     return DiffusionEnhancement.from_hparams(
-        source=folders[1], run_opts={"device": "cpu"}
+        source=tiny_models[1], run_opts={"device": "cpu"}
     )
 
 
@@ -439,9 +394,9 @@ def test_enhance_file_errors(stage1, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_request(folders):
+def test_cuda_matches_request(tiny_models):
     enhancer = DiffusionEnhancement.from_hparams(
-        source=folders[1], run_opts={"device": "cuda:0"}
+        source=tiny_models[1], run_opts={"device": "cuda:0"}
     )
     noisy = speechlike(4000)[None]
     a = enhancer.enhance_batch(noisy, seed=0)
@@ -453,3 +408,40 @@ def test_cuda_matches_request(folders):
         speechlike(2 * SR).cuda(), chunk_seconds=1.0, overlap_seconds=0.25
     )
     assert long.device.type == "cuda" and torch.isfinite(long).all()
+
+
+def test_names_moved_out_are_still_exported_here():
+    import speechbrain_elbo.inference as inference
+    from speechbrain_elbo import audio_input, audio_output, chunking
+
+    for module in (chunking, audio_input, audio_output):
+        for name in module.__all__:
+            if name in inference.__all__:
+                assert getattr(inference, name) is getattr(module, name)
+    assert set(inference.__all__) == {
+        "DiffusionEnhancement",
+        "EnhancementInputError",
+        "crossfade_windows",
+        "chunk_windows",
+        "overlap_add",
+        "chunk_layout",
+        "write_audio_atomic",
+        "SAMPLER_ALIASES",
+    }
+    for name in inference.__all__:
+        assert hasattr(inference, name), name
+
+
+def test_integer_subtype_clips_and_logs(stage1, tmp_path, caplog):
+    path = tmp_path / "noisy.wav"
+    # a float file may exceed full scale; so does its enhancement
+    sf.write(path, 4 * speechlike(4000).numpy(), SR, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    with caplog.at_level(logging.WARNING):
+        stage1.enhance_file(path, out, subtype="PCM_16", steps=1, seed=0)
+    enhanced = stage1.enhance_file(path, steps=1, seed=0)
+    written, _ = sf.read(out, dtype="float32")
+    over = int((enhanced.abs() > 1).sum())
+    assert over > 0
+    assert np.allclose(written, enhanced.clamp(-1, 1).numpy(), atol=1 / 2**15)
+    assert f"{over} samples exceeded full scale" in caplog.text
