@@ -242,14 +242,8 @@ def test_reexport_replaces_atomically(tmp_path, lobe):
     sde, transform, sampler = components()
     folder = tmp_path / "model"
     backbone = lobe("tiny", "score_model")
-    export_enhancer(
-        folder,
-        backbone,
-        sde,
-        transform,
-        sampler,
-        lobe("refiner_tiny", "refiner"),
-    )
+    refiner = lobe("refiner_tiny", "refiner")
+    export_enhancer(folder, backbone, sde, transform, sampler, refiner)
     assert (folder / REFINER_CKPT).exists()
     # stage 1 alone over a two-stage export: the old refiner must go
     export_enhancer(folder, backbone, sde, transform, Sampler("pc", 3))
