@@ -114,7 +114,8 @@ def chunk_windows(
     num_chunks : int
         Number of chunks in this group.
     chunk : int
-        Chunk length in samples (>= 2 overlap).
+        Chunk length in samples: >= 2 overlap, except for a group that is
+        only the signal's last chunk (> overlap).
     overlap : int
         Overlap between consecutive chunks in samples.
     first, last : bool
@@ -127,17 +128,17 @@ def chunk_windows(
     >>> chunk_windows(2, 4, 2, True, True, "linear")
     tensor([[1.0000, 1.0000, 0.7500, 0.2500],
             [0.2500, 0.7500, 1.0000, 1.0000]])
+    >>> chunk_windows(1, 3, 2, False, True, "linear")  # a short last chunk
+    tensor([[0.2500, 0.7500, 1.0000]])
     """
     windows = torch.ones(num_chunks, chunk)
     if overlap == 0:
         return windows
     fade_in, fade_out = crossfade_windows(overlap, kind)
-    windows[:, :overlap] = fade_in
-    windows[:, chunk - overlap :] = fade_out
-    if first:
-        windows[0, :overlap] = 1.0
-    if last:
-        windows[-1, chunk - overlap :] = 1.0
+    # Only the fades that exist are written: a final chunk shorter than two
+    # overlaps keeps its whole fade-in.
+    windows[int(first) :, :overlap] = fade_in
+    windows[: num_chunks - int(last), chunk - overlap :] = fade_out
     return windows
 
 
@@ -309,10 +310,10 @@ def process_in_chunks(
     ...     return 2 * chunks
     >>> out = []
     >>> process_in_chunks(TensorReader(torch.ones(9)), double, out.append,
-    ...                   chunk=4, overlap=1, max_batch=3)
-    3
+    ...                   chunk=4, overlap=2, max_batch=2)
+    4
     >>> groups  # the final chunk alone, at its true length
-    [(0, (2, 4)), (2, (1, 3))]
+    [(0, (2, 4)), (2, (1, 4)), (3, (1, 3))]
     >>> torch.allclose(torch.cat(out), torch.full((9,), 2.0))
     True
     """

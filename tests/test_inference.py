@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechbrain_elbo.chunking import TensorReader, process_in_chunks
 from speechbrain_elbo.inference import (
     DiffusionEnhancement,
     EnhancementInputError,
@@ -191,6 +192,36 @@ def test_equal_power_crossfade_bumps_correlated_chunks():
     assert torch.allclose(fade_in**2 + fade_out**2, torch.ones(100))
 
 
+@pytest.mark.parametrize("kind", ["raised_cosine", "linear"])
+@pytest.mark.parametrize("max_batch", [1, 2, 5])
+def test_chunk_loop_rebuilds_the_signal(kind, max_batch):
+    # every length from one chunk to three, so every short-tail case
+    chunk, overlap = 40, 12
+    widths = []
+
+    def identity(chunks, lengths, first):
+        widths.append(chunks.shape[1])
+        return chunks
+
+    for total in range(chunk, 3 * chunk + 1):
+        signal = torch.randn(total)
+        pieces = []
+        process_in_chunks(
+            TensorReader(signal),
+            identity,
+            pieces.append,
+            chunk,
+            overlap,
+            max_batch,
+            kind,
+            min_samples=overlap + 1,
+        )
+        joined = torch.cat(pieces)
+        assert joined.shape == signal.shape
+        assert torch.allclose(joined, signal, atol=1e-6), total
+    assert overlap < min(widths) < 2 * overlap  # short final chunks met
+
+
 def test_chunk_layout_covers_signal():
     for total in (1000, 1301, 5000, 16001):
         count, size, hop = chunk_layout(total, 1024, 256)
@@ -247,9 +278,11 @@ def seam_check(out, joins, overlap):
     return steps[inside].max(), steps[~inside].max()
 
 
-def test_chunked_matches_whole_away_from_joins(local_enhancer):
+# 3 s: the last chunk is 11904 samples; 42096: 6000, less than two overlaps
+@pytest.mark.parametrize("num_samples", [3 * SR, 42096])
+def test_chunked_matches_whole_away_from_joins(local_enhancer, num_samples):
     enh = local_enhancer
-    signal = speechlike(3 * SR)
+    signal = speechlike(num_samples)
     options = dict(sampler="heun", steps=4)
     whole = enh.enhance_long(signal, chunk_seconds=10, **options)
     assert enh.last_num_chunks == 1
