@@ -1,0 +1,396 @@
+"""The demo: report, figures, enhanced files, data preparation, errors."""
+
+import json
+import math
+import pathlib
+
+import pytest
+import soundfile as sf
+import torch
+
+from speechbrain_elbo import demo, report
+from speechbrain_elbo.dataprep.sources import DEFAULT_SAMPLES
+from speechbrain_elbo.export import export_enhancer
+from speechbrain_elbo.inference import DiffusionEnhancement
+from speechbrain_elbo.lobes.ncsnpp import NCSNpp
+from speechbrain_elbo.lobes.refiner import Refiner
+from speechbrain_elbo.pretrained import (
+    PretrainedModelError,
+    available,
+    load_pretrained,
+    pretrained_path,
+)
+from speechbrain_elbo.sampling import Sampler
+from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+from speechbrain_elbo.spectral import SpectralTransform
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = dict(nf=4, ch_mult=[1, 2, 2, 2], num_res_blocks=1, attn_resolutions=[])
+SCORE_LOG = (
+    "epoch: 1, lr: 1.00e-04 - train loss: 1.02, train batches: [16] - "
+    "valid loss: 9.98e-01, valid count: 2, valid pesq: 1.03\n"
+    "epoch: 2, lr: 1.00e-04 - train loss: 9.37e-01, train batches: [16] - "
+    "valid loss: 9.32e-01, valid count: 2, valid pesq: 1.05\n"
+    "test: noisy - test utterances: 10, test pesq: 1.02\n"
+)
+REFINER_LOG = (
+    "epoch: 1, lr: 1.00e-04 - train loss: 3.51, train batches: [8, 8] - "
+    "valid loss: 3.52, valid pesq: 1.04, valid stage1_pesq: 1.04\n"
+)
+
+
+def _tiny_model(folder, refiner=True, logs=True):
+    torch.manual_seed(0)
+    net = NCSNpp(**TINY)
+    net.config = dict(TINY)
+    ref = None
+    if refiner:
+        ref = Refiner(**TINY)
+        ref.config = dict(TINY)
+        # a refiner that changes its input, so that stage 1+2 != stage 1
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    folder = export_enhancer(
+        folder,
+        net,
+        OUVESDE(GeometricGNS()),
+        SpectralTransform(),
+        Sampler("pc", 2, corrector_steps=0),
+        refiner=ref,
+        model_card={"data": "none (random weights, test)"},
+    )
+    if logs:
+        (folder / "train_log_score.txt").write_text(SCORE_LOG)
+        (folder / "train_log_refiner.txt").write_text(REFINER_LOG)
+    return folder
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: much faster than two on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return _tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "results" / "demo"
+    result = demo.run_demo(
+        model_dir=tiny_model,
+        data_dir=root / "data",
+        out_dir=out,
+        steps=1,
+        max_items=2,
+        elbo_items=1,
+        elbo_fit_items=1,
+        elbo_diffusion_samples=2,
+        elbo_reconstruction_samples=1,
+        ioc_items=1,
+        ioc_times=3,
+        ioc_probes=1,
+        elbo_crop_frames=64,
+        ioc_crop_frames=32,
+        threads=1,
+        samples_dir=DEFAULT_SAMPLES,
+        progress=False,
+    )
+    return result, out, root
+
+
+def _numbers(value, path=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{index}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield path, value
+
+
+def test_report_json(demo_run):
+    result, out, _ = demo_run
+    data = json.loads((out / "report.json").read_text())
+    assert data == json.loads(json.dumps(result))
+    assert set(data["systems"]) == {"noisy", "stage1", "stage1+2"}
+    for name, stats in data["systems"].items():
+        for key in ("pesq", "estoi", "si_sdr", "nfe", "rtf", "count"):
+            assert key in stats, (name, key)
+        assert stats["count"] == 2
+    assert data["systems"]["noisy"]["nfe"] == 0
+    # PC with 1 step and no corrector: 1 evaluation; the refiner adds one
+    assert data["systems"]["stage1"]["nfe"] == 1
+    assert data["systems"]["stage1+2"]["nfe"] == 2
+    assert data["systems"]["stage1"]["rtf"] > 0
+    assert (
+        data["systems"]["stage1+2"]["rtf"] >= data["systems"]["stage1"]["rtf"]
+    )
+    for path, value in _numbers(data):
+        assert math.isfinite(value), path
+    elbo = data["elbo"]
+    for name in ("stage1", "stage1+2"):
+        terms = elbo[name]
+        assert terms["total"] == pytest.approx(
+            terms["prior"] + terms["diffusion"] + terms["reconstruction"]
+        )
+    # the same draws for both decoders: only the reconstruction differs
+    assert elbo["stage1"]["prior"] == elbo["stage1+2"]["prior"]
+    assert elbo["stage1"]["diffusion"] == elbo["stage1+2"]["diffusion"]
+    assert (
+        elbo["stage1"]["reconstruction"] != elbo["stage1+2"]["reconstruction"]
+    )
+    assert "validation" in elbo["decoder_variance"]["source"]
+    ioc = data["ioc"]
+    assert len(ioc["t"]) == len(ioc["sigma"]) == len(ioc["ioc"]) == 3
+    assert ioc["t"][0] == pytest.approx(0.03)
+    assert ioc["t"][-1] == pytest.approx(1.0)
+    assert all(0.0 <= v <= 1.0 for v in ioc["ioc"])
+    assert ioc["sigma"] == sorted(ioc["sigma"])
+    assert data["training"]["score"]["epochs"] == 2
+    assert data["training"]["refiner"]["last"]["train batches"] == [8.0, 8.0]
+    assert data["data"]["items"] == 2
+    assert data["settings"]["sampler"]["steps"] == 1
+    assert data["model"]["stages"] == 2
+    assert data["model"]["card"] == {"data": "none (random weights, test)"}
+
+
+def test_per_item_scores_match_files(demo_run):
+    result, out, root = demo_run
+    items = demo.load_test_items(root / "data", 2)
+    assert [i["id"] for i in result["per_item"]] == [i["id"] for i in items]
+    for record, item in zip(result["per_item"], items, strict=True):
+        clean, rate = sf.read(item["clean"], dtype="float32")
+        for name in ("stage1", "stage1+2"):
+            path = out / "enhanced" / name / f"{item['id']}.wav"
+            wav, wav_rate = sf.read(path, dtype="float32")
+            assert wav_rate == rate == 16000
+            assert wav.shape == clean.shape  # the input's length
+            expected = demo.si_sdr(
+                torch.from_numpy(wav), torch.from_numpy(clean)
+            )
+            assert record[name]["si_sdr"] == pytest.approx(
+                float(expected[0]), abs=1e-3
+            )
+    mean = sum(r["stage1"]["si_sdr"] for r in result["per_item"]) / 2
+    assert result["systems"]["stage1"]["si_sdr"] == pytest.approx(mean)
+
+
+def test_report_markdown_figures_and_model(demo_run, tiny_model):
+    _, out, _ = demo_run
+    text = (out / "report.md").read_text()
+    assert "| system | items | PESQ-WB | ESTOI | SI-SDR (dB) | NFE | RTF |" in (
+        text
+    )
+    assert "| stage 1+2 (diffusion + refiner) | 2 |" in text
+    assert "## ELBO terms (bits per real dimension" in text
+    assert "## Importance of Condition" in text
+    for name in ("spectrograms", "ioc", "training"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG, name
+        assert f"![{name}](figures/{name}.png)" in text
+    assert sorted(p.name for p in (out / "model").iterdir()) == sorted(
+        p.name for p in tiny_model.iterdir()
+    )
+    DiffusionEnhancement.from_hparams(source=str(out / "model"))
+    assert not list(out.parent.glob(".demo.*"))  # no temporary folder left
+
+
+def test_two_stage_matches_enhance_batch(tiny_model, one_thread):
+    enhancer = DiffusionEnhancement.from_hparams(source=str(tiny_model))
+    noisy = torch.randn(3000, generator=torch.Generator().manual_seed(1))
+    out = demo.enhance_two_stage(enhancer, noisy, steps=2, seed=5)
+    stage1 = enhancer.enhance_batch(noisy, steps=2, seed=5, use_refiner=False)
+    both = enhancer.enhance_batch(noisy, steps=2, seed=5, use_refiner=True)
+    assert torch.equal(out["stage1"], stage1)
+    assert torch.equal(out["stage1+2"], both)
+    assert not torch.equal(stage1, both)
+    assert out["nfe"] == 2
+    assert 0 < out["seconds"]["stage1"] <= out["seconds"]["stage1+2"]
+
+
+def test_stage1_only_model_and_no_logs(tmp_path):
+    model = _tiny_model(tmp_path / "m", refiner=False, logs=False)
+    result = demo.run_demo(
+        model_dir=model,
+        data_dir=tmp_path / "data",
+        out_dir=tmp_path / "out",
+        steps=1,
+        max_items=1,
+        elbo_items=0,
+        ioc_items=0,
+        threads=1,
+        samples_dir=DEFAULT_SAMPLES,
+        progress=False,
+    )
+    assert set(result["systems"]) == {"noisy", "stage1"}
+    assert "elbo" not in result and "ioc" not in result
+    assert set(result["figures"]) == {"spectrograms"}
+    notes = " ".join(result["notes"])
+    assert "no refiner" in notes
+    assert "train_log_score.txt" in notes
+    assert sorted(
+        p.name for p in (tmp_path / "out" / "enhanced").iterdir()
+    ) == ["stage1"]
+
+
+def test_rerun_replaces_output(tmp_path, tiny_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    options = dict(
+        model_dir=tiny_model,
+        data_dir=tmp_path / "data",
+        out_dir=out,
+        steps=1,
+        max_items=1,
+        elbo_items=0,
+        ioc_items=0,
+        threads=1,
+        samples_dir=DEFAULT_SAMPLES,
+        progress=False,
+    )
+    demo.run_demo(**options)
+    assert not (out / "stale.txt").exists()
+    assert (out / "report.json").is_file()
+
+
+def test_prepare_demo_data_reuses_and_rebuilds(tmp_path):
+    folder = tmp_path / "vb"
+    info = demo.prepare_demo_data(
+        folder, 1, samples_dir=DEFAULT_SAMPLES, progress=False
+    )
+    assert info["built_now"] and info["test_items"] == 1
+    assert info["origin"] == str(DEFAULT_SAMPLES)
+    again = demo.prepare_demo_data(
+        folder, 1, samples_dir=DEFAULT_SAMPLES, progress=False
+    )
+    assert not again["built_now"]
+    more = demo.prepare_demo_data(
+        folder, 2, samples_dir=DEFAULT_SAMPLES, progress=False
+    )
+    assert more["built_now"] and more["test_items"] == 2
+    # a folder that is not a demo build is used as it is, never rebuilt
+    stamp = json.loads((folder / "minidata.json").read_text())
+    stamp["train_minutes"] = 60.0
+    (folder / "minidata.json").write_text(json.dumps(stamp))
+    kept = demo.prepare_demo_data(
+        folder, 50, samples_dir=DEFAULT_SAMPLES, progress=False
+    )
+    assert not kept["built_now"] and kept["test_items"] == 2
+
+
+def test_load_test_items_plain_voicebank_layout(tmp_path):
+    for sub in ("noisy_testset_wav", "clean_testset_wav"):
+        (tmp_path / sub).mkdir()
+        for uid in ("p232_002", "p232_001"):
+            sf.write(tmp_path / sub / f"{uid}.wav", [0.1] * 800, 16000)
+    items = demo.load_test_items(tmp_path)
+    assert [i["id"] for i in items] == ["p232_001", "p232_002"]
+    (tmp_path / "clean_testset_wav" / "p232_002.wav").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        demo.load_test_items(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no valid split"):
+        demo.load_test_items(tmp_path, split="valid")
+
+
+def test_main_exit_status_and_message(tmp_path, capsys):
+    status = demo.main(
+        [
+            "--model",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("speechbrain_elbo.demo: error: Loading the model")
+    assert "does not exist" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_prints_summary(tmp_path, tiny_model, capsys):
+    status = demo.main(
+        [
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "--items",
+            "1",
+            "--steps",
+            "1",
+            "--elbo-items",
+            "0",
+            "--ioc-items",
+            "0",
+            "--samples-dir",
+            str(DEFAULT_SAMPLES),
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| stage 1 (diffusion) | 1 |" in printed
+    assert str(tmp_path / "out" / "report.md") in printed
+
+
+def test_pretrained_names(tmp_path, one_thread):
+    with pytest.raises(PretrainedModelError, match="No bundled model named"):
+        pretrained_path("nope")
+    with pytest.raises(PretrainedModelError, match="plain folder name"):
+        pretrained_path("../x")
+    with pytest.raises(PretrainedModelError, match="Available: none"):
+        pretrained_path("x", root=tmp_path)
+    _tiny_model(tmp_path / "tiny-a", logs=False)
+    (tmp_path / "empty").mkdir()
+    assert available(tmp_path) == ["tiny-a"]
+    with pytest.raises(PretrainedModelError, match="incomplete.*'tiny-a'"):
+        pretrained_path("empty", root=tmp_path)
+    enhancer = load_pretrained("tiny-a", root=tmp_path)
+    assert enhancer.has_refiner
+    for name in available():
+        assert (pretrained_path(name) / "hyperparams.yaml").is_file()
+
+
+def test_plan_training_grows_with_budget():
+    short, long = demo.plan_training(30), demo.plan_training(240)
+    assert short["train_minutes"] == 3.0 and long["train_minutes"] == 24.0
+    assert long["epochs"] > short["epochs"] >= 1
+    for plan, minutes in ((short, 30), (long, 240)):
+        assert plan["predicted_seconds"] <= minutes * 60
+        assert plan["predicted_seconds"] == pytest.approx(
+            sum(plan["breakdown"].values())
+        )
+    slow = demo.plan_training(30, speed=2.0)
+    assert slow["epochs"] < short["epochs"]
+    with pytest.raises(ValueError, match="DEMO_MINUTES="):
+        demo.plan_training(3)
+
+
+def test_train_log_parsing(tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text(SCORE_LOG)
+    epochs = report.parse_train_log(path)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[1]["valid pesq"] == 1.05
+    assert epochs[0]["train batches"] == [16.0]
+    assert epochs[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_training_figure_needs_epochs(tmp_path):
+    with pytest.raises(ValueError, match="No epoch"):
+        report.plot_training(tmp_path / "x.png", {"score": []})
+    assert not pathlib.Path(tmp_path / "x.png").exists()
