@@ -85,19 +85,24 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # ---------------------------------------------------------------------------
 # Corpus preparation from a recipe's hparams
 # ---------------------------------------------------------------------------
-def prepare_on_main(prepare, **kwargs):
-    """Run a preparation function on the main process; return its manifests.
+def prepare_on_main(prepare, hparams, **options):
+    """Prepare a corpus on the main process; every process gets the manifests.
 
-    The other DDP processes wait, then get the manifest paths from a second
-    call with ``skip_prep=True``.
+    ``prepare`` gets ``data_folder``, ``save_folder`` (the hparams'
+    ``prep_folder``), ``sample_rate`` and ``skip_prep`` from the hparams,
+    plus ``options``. The other DDP processes wait, then get the manifest
+    paths from a second call with ``skip_prep=True``.
 
     Arguments
     ---------
     prepare : callable
         ``prepare_voicebank``, ``prepare_whamr`` or a function with the same
-        contract (a ``skip_prep`` argument; returns split -> manifest path).
-    **kwargs
-        Its arguments.
+        contract (returns split -> manifest path, does nothing but that with
+        ``skip_prep``).
+    hparams : dict
+        The recipe's hparams.
+    **options
+        The corpus's own arguments of ``prepare``.
 
     Returns
     -------
@@ -106,10 +111,18 @@ def prepare_on_main(prepare, **kwargs):
 
     Example
     -------
-    >>> prepare_on_main(prepare_whamr, data_folder="WHAMR",
-    ...                 save_folder="prepared", skip_prep=True)["valid"]
-    'prepared/valid.json'
+    >>> hparams = {"data_folder": "WHAMR", "prep_folder": "prep",
+    ...            "sample_rate": 16000, "skip_prep": True}
+    >>> prepare_on_main(prepare_whamr, hparams, task="dereverb")["valid"]
+    'prep/valid.json'
     """
+    kwargs = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["prep_folder"],
+        "sample_rate": hparams["sample_rate"],
+        "skip_prep": hparams["skip_prep"],
+        **options,
+    }
     run_on_main(prepare, kwargs=kwargs)
     return prepare(**{**kwargs, "skip_prep": True})
 
@@ -117,12 +130,14 @@ def prepare_on_main(prepare, **kwargs):
 def voicebank_manifests(hparams):
     """VoiceBank-DEMAND prepared with a recipe's hparams.
 
+    :func:`prepare_on_main` with
+    :func:`~speechbrain_elbo.dataprep.voicebank.prepare_voicebank` and the
+    hparams' ``valid_speakers`` (the training speakers held out).
+
     Arguments
     ---------
     hparams : dict
-        ``data_folder``, ``prep_folder``, ``valid_speakers``,
-        ``sample_rate`` and ``skip_prep``
-        (:func:`~speechbrain_elbo.dataprep.voicebank.prepare_voicebank`).
+        The recipe's hparams.
 
     Returns
     -------
@@ -137,25 +152,22 @@ def voicebank_manifests(hparams):
     'prep/test.json'
     """
     return prepare_on_main(
-        prepare_voicebank,
-        data_folder=hparams["data_folder"],
-        save_folder=hparams["prep_folder"],
-        valid_speakers=hparams["valid_speakers"],
-        sample_rate=hparams["sample_rate"],
-        skip_prep=hparams["skip_prep"],
+        prepare_voicebank, hparams, valid_speakers=hparams["valid_speakers"]
     )
 
 
 def whamr_manifests(hparams):
     """WHAMR! prepared with a recipe's hparams.
 
+    :func:`prepare_on_main` with
+    :func:`~speechbrain_elbo.dataprep.whamr.prepare_whamr` and the hparams'
+    ``task`` (``dereverb`` or ``denoise_dereverb``), ``whamr_version``
+    (``min`` or ``max``) and ``resample_8k``.
+
     Arguments
     ---------
     hparams : dict
-        ``data_folder``, ``prep_folder``, ``task`` (``dereverb`` or
-        ``denoise_dereverb``), ``whamr_version`` (``min`` or ``max``),
-        ``sample_rate``, ``resample_8k`` and ``skip_prep``
-        (:func:`~speechbrain_elbo.dataprep.whamr.prepare_whamr`).
+        The recipe's hparams.
 
     Returns
     -------
@@ -171,13 +183,10 @@ def whamr_manifests(hparams):
     """
     return prepare_on_main(
         prepare_whamr,
-        data_folder=hparams["data_folder"],
-        save_folder=hparams["prep_folder"],
+        hparams,
         task=hparams["task"],
         version=hparams["whamr_version"],
-        sample_rate=hparams["sample_rate"],
         resample_8k=hparams["resample_8k"],
-        skip_prep=hparams["skip_prep"],
     )
 
 

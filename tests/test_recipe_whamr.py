@@ -9,18 +9,17 @@ and DRR of the test rooms.
 """
 
 import csv
-import importlib.util
 import json
 import math
 import os
 import pathlib
+import runpy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from scipy.signal import fftconvolve
 
 from speechbrain_elbo.dataprep import rooms
@@ -37,6 +36,9 @@ RT60_RANGE = (0.2, 0.8)
 #: Bins of score.yaml and refiner.yaml.
 RT60_EDGES = [0.2, 0.4, 0.6, 0.8, 1.0]
 METRICS = ("pesq", "estoi", "si_sdr")
+
+# tiny networks run faster on one thread on a shared, busy machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_fake_whamr(root, items=ITEMS, rt60_range=RT60_RANGE, seed=0):
@@ -78,13 +80,9 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(
-        f"whamr_{name}", RECIPE / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script_main(name):
+    """``main`` of a recipe script (run as a module, not as __main__)."""
+    return runpy.run_path(str(RECIPE / f"{name}.py"))["main"]
 
 
 def run_sh(*args, timeout=600):
@@ -96,15 +94,6 @@ def run_sh(*args, timeout=600):
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run faster on one thread on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +263,7 @@ def test_run_sh_rejects_bad_arguments(data, tmp_path):
     assert not (tmp_path / "out" / "score").exists()  # nothing ran
 
 
-def test_denoise_dereverb_both_stages(data, tmp_path):
+def test_denoise_dereverb_both_stages(data, dereverb_run, tmp_path):
     common = [
         f"--data_folder={data}",
         f"--prep_folder={tmp_path / 'prepared'}",
@@ -283,7 +272,7 @@ def test_denoise_dereverb_both_stages(data, tmp_path):
         "--valid_enhance_utterances=1",
         *TINY,
     ]
-    score = load_script("train_score").main(
+    score = script_main("train_score")(
         [
             str(HPARAMS / "score.yaml"),
             f"--output_folder={tmp_path / 'score'}",
@@ -299,7 +288,7 @@ def test_denoise_dereverb_both_stages(data, tmp_path):
         "/tt/mix_single_reverb/" in entry["noisy_wav"]
         for entry in test.values()
     )
-    refiner = load_script("train_refiner").main(
+    refiner = script_main("train_refiner")(
         [
             str(HPARAMS / "refiner.yaml"),
             f"--output_folder={tmp_path / 'refiner'}",
@@ -313,7 +302,20 @@ def test_denoise_dereverb_both_stages(data, tmp_path):
     assert len(refiner.test_utterances) == 3 * ITEMS["tt"]
     rows = {r["system"]: r for r in read_rows(refiner.hparams.test_csv)}
     assert list(rows) == ["noisy", "stage1", "stage1+2"]
-    # both tasks share the target; the joint task's input is noisier
+    # the same targets as the dereverb task, with noise added to the input
+    joint, reverb = (
+        {
+            r["id"]: float(r["si_sdr"])
+            for r in read_rows(path)
+            if r["system"] == "noisy"
+        }
+        for path in (
+            refiner.hparams.test_utterance_csv,
+            dereverb_run[0] / "refiner" / "test_per_utterance.csv",
+        )
+    )
+    assert joint.keys() == reverb.keys()
+    assert all(joint[uid] < reverb[uid] for uid in joint)
     check_bins(
         refiner.hparams.test_bins_csv,
         refiner.hparams.test_utterance_csv,
