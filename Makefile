@@ -1,5 +1,6 @@
-# The two commands a user needs: `make test` and `make demo`.
-# Both create the virtual environment on first use and reuse it afterwards.
+# `make test` runs ruff and the whole test suite; `make demo` arrives with the
+# bundled demo model.
+# Targets create the virtual environment on first use and reuse it afterwards.
 
 PYTHON ?= python3.11
 VENV ?= .venv

@@ -1,4 +1,4 @@
-"""Installs ``speechbrain_elbo``: diffusion speech enhancement for SpeechBrain."""
+"""Installs speechbrain_elbo: diffusion speech enhancement for SpeechBrain."""
 
 import pathlib
 
@@ -32,7 +32,7 @@ setup(
         "sentencepiece",
         "soundfile",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={"dev": ["pytest==9.2.0", "ruff==0.17.6"]},
     entry_points={
         "console_scripts": [
             "speechbrain-elbo-enhance=speechbrain_elbo.cli:main",
