@@ -588,7 +588,11 @@ def plot_ioc(path, ioc, title=None):
             fontsize=7,
         )
     ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(-0.05, 1.02)
     ax.set_xlabel("sigma_t (noise standard deviation)")
     ax.set_ylabel("IoC")
     ax.set_title(title or "Importance of Condition")

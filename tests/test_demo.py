@@ -153,8 +153,14 @@ def test_report_json(demo_run):
     assert len(ioc["t"]) == len(ioc["sigma"]) == len(ioc["ioc"]) == 3
     assert ioc["t"][0] == pytest.approx(0.03)
     assert ioc["t"][-1] == pytest.approx(1.0)
-    assert all(0.0 <= v <= 1.0 for v in ioc["ioc"])
     assert ioc["sigma"] == sorted(ioc["sigma"])
+    # the untrained backbone outputs ~0 (zero-initialised last layers), so
+    # x0_hat = (x_t - (1 - a) y) / a and IoC = (1 - a)^2 / ((1 - a)^2 + 1)
+    for t, value in zip(ioc["t"], ioc["ioc"], strict=True):
+        a = math.exp(-1.5 * t)
+        assert value == pytest.approx(
+            (1 - a) ** 2 / ((1 - a) ** 2 + 1), abs=1e-3
+        )
     assert data["training"]["score"]["epochs"] == 2
     assert data["training"]["refiner"]["last"]["train batches"] == [8.0, 8.0]
     assert data["data"]["items"] == 2
@@ -394,3 +400,20 @@ def test_training_figure_needs_epochs(tmp_path):
     with pytest.raises(ValueError, match="No epoch"):
         report.plot_training(tmp_path / "x.png", {"score": []})
     assert not pathlib.Path(tmp_path / "x.png").exists()
+
+
+def test_dnsmos_scores_clean_above_noisy():
+    pytest.importorskip("speechmos")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("librosa")
+    scorer = demo._dnsmos_scorer()
+    speech, rate = sf.read(DEFAULT_SAMPLES / "speech_en.wav", dtype="float32")
+    clean = torch.from_numpy(speech)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    noisy = clean + 0.5 * clean.abs().max() * noise
+    good, bad = scorer(clean, rate), scorer(noisy, rate)
+    assert set(good) == {"sig", "bak", "ovrl"}
+    assert good["bak"] > bad["bak"] and good["ovrl"] > bad["ovrl"]
+    assert scorer(clean * 10, rate) == pytest.approx(
+        scorer(clean, rate), rel=0.05
+    )
