@@ -6,7 +6,10 @@ script times the forward pass of one utterance (batch 1, F = 256 bins) under
 ``--repeats`` passes (fewer when a pass is so slow that the repeats would
 exceed ``--budget-s``; the table says how many were taken), and the fastest
 of them, which is the better estimate when other processes share the CPU
-(the load average is printed at the start and the end). It also counts
+(the load average is printed at the start and the end, and the column
+"others' CPU" gives the share of the machine that other processes used
+during the timed passes; ``--wait-idle-s`` waits for a quiet machine before
+each measurement). It also counts
 the forward FLOPs with ``torch.utils.flop_counter`` (convolutions, matrix
 products and attention; element-wise operations are not counted), the
 achieved GFLOP/s (from the median time) and the peak memory of one more
@@ -150,6 +153,58 @@ class PeakMemory:
         return False
 
 
+class OtherLoad:
+    """CPU time used by other processes during a region, as a fraction of
+    the machine (0: we had it to ourselves, 1: others kept every core busy).
+
+    Reads the machine's busy time from /proc/stat (Linux) and subtracts
+    this process's own CPU time; ``fraction`` is None where /proc/stat is
+    missing.
+    """
+
+    def __enter__(self):
+        self.start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._snapshot()
+        self.fraction = None
+        if self.start is not None and end is not None:
+            busy = end[0] - self.start[0]
+            own = end[1] - self.start[1]
+            wall = end[2] - self.start[2]
+            cores = os.cpu_count() or 1
+            self.fraction = max(0.0, busy - own) / max(wall * cores, 1e-9)
+        return False
+
+    @staticmethod
+    def _snapshot():
+        """(machine busy seconds, own CPU seconds, wall seconds) or None."""
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields[:8]) - idle) / hz
+        return busy, time.process_time(), time.perf_counter()
+
+
+def wait_until_idle(max_wait_s, threshold=0.1, window_s=2.0):
+    """Wait up to ``max_wait_s`` until other processes use less than
+    ``threshold`` of the machine over ``window_s``; return the last
+    measured fraction (None without /proc/stat)."""
+    deadline = time.perf_counter() + max_wait_s
+    while True:
+        with OtherLoad() as load:
+            time.sleep(window_s)
+        if load.fraction is None or load.fraction < threshold:
+            return load.fraction
+        if time.perf_counter() > deadline:
+            return load.fraction
+
+
 def measure(call, device, repeats, budget_s):
     """Time ``call``; return a dict of the measurements."""
     cuda = torch.device(device).type == "cuda"
@@ -165,7 +220,8 @@ def measure(call, device, repeats, budget_s):
     with torch.inference_mode():
         warm = timed()
         n = max(1, min(repeats, int(budget_s // max(warm, 1e-9))))
-        times = [timed() for _ in range(n)]
+        with OtherLoad() as others:
+            times = [timed() for _ in range(n)]
         with PeakMemory(device) as memory:
             call()
         with FlopCounterMode(display=False) as counter:
@@ -180,6 +236,7 @@ def measure(call, device, repeats, budget_s):
         peak_mb=memory.peak_bytes / 2**20,
         memory_mode=memory.mode,
         passes=n,
+        others=others.fraction,
     )
 
 
@@ -320,6 +377,7 @@ def table_row(name, params, frames, r):
         f"{r['gflops_per_s']:.0f}",
         f"{r['peak_mb']:.0f}",
         str(r["passes"]),
+        "n/a" if r["others"] is None else f"{100 * r['others']:.0f} %",
     ]
 
 
@@ -350,7 +408,9 @@ def compare_reference(args, device):
             "reference": lambda x=x: ref(x, t),
         }
         times = {name: [] for name in calls}
-        with torch.inference_mode():
+        if args.wait_idle_s > 0:
+            wait_until_idle(args.wait_idle_s)
+        with torch.inference_mode(), OtherLoad() as others:
             for call in calls.values():
                 call()  # warm-up
             for i in range(args.repeats):
@@ -370,6 +430,9 @@ def compare_reference(args, device):
                 f"{ms['reference']:.0f} ({best['reference']:.0f})",
                 f"{ms['reference'] / ms['ours']:.2f}",
                 f"{best['reference'] / best['ours']:.2f}",
+                "n/a"
+                if others.fraction is None
+                else f"{100 * others.fraction:.0f} %",
             ]
         )
         print("  ".join(rows[-1]), flush=True)
@@ -383,6 +446,7 @@ def compare_reference(args, device):
                 "sgmse NCSNpp, ms median (best)",
                 "reference / ours (median)",
                 "reference / ours (best)",
+                "others' CPU",
             ],
         )
     )
@@ -411,6 +475,13 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--nfe", type=int, default=60)
     parser.add_argument("--reference-root", default=None)
+    parser.add_argument(
+        "--wait-idle-s",
+        type=float,
+        default=0.0,
+        help="before each measurement, wait up to this long for other "
+        "processes to leave the CPU (less than 10%% of it for 2 s)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -432,6 +503,8 @@ def main(argv=None):
         params = sum(p.numel() for p in model.parameters())
         for frames in args.frames:
             call = make_call(model, kind, frames, device)
+            if args.wait_idle_s > 0:
+                wait_until_idle(args.wait_idle_s)
             r = measure(call, device, args.repeats, args.budget_s)
             results[name, frames] = r
             rows.append(table_row(name, params, frames, r))
@@ -466,6 +539,7 @@ def print_tables(args, results, rows):
         "GFLOP/s",
         memory_label,
         "passes",
+        "others' CPU",
     ]
     print()
     print(markdown(rows, header))
