@@ -417,3 +417,32 @@ def test_dnsmos_scores_clean_above_noisy():
     assert scorer(clean * 10, rate) == pytest.approx(
         scorer(clean, rate), rel=0.05
     )
+
+
+def test_without_apt_the_fixtures_are_used_loudly(
+    tmp_path, tiny_model, monkeypatch, capsys
+):
+    from speechbrain_elbo.dataprep import sources
+
+    def no_apt(*args, **kwargs):
+        raise sources.SourcesUnavailable("apt-get: command not found")
+
+    monkeypatch.setattr(sources, "prepare_speech", no_apt)
+    result = demo.run_demo(
+        model_dir=tiny_model,
+        data_dir=tmp_path / "data",
+        out_dir=tmp_path / "out",
+        steps=1,
+        max_items=1,
+        elbo_items=0,
+        ioc_items=0,
+        threads=1,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    assert result["data"]["fallback"] is True
+    assert "smoke test" in " ".join(result["notes"])
+    assert "**WARNING: the test data were built from the few seconds" in (
+        (tmp_path / "out" / "report.md").read_text()
+    )
+    assert "apt-get: command not found" in capsys.readouterr().err
