@@ -152,3 +152,11 @@ def test_config_rebuilds_the_same_network():
     rebuilt = Refiner(**refiner.config)
     assert rebuilt.config == refiner.config
     assert sum(p.numel() for p in rebuilt.parameters()) == 4_585_320
+
+
+def test_class_defaults_are_refiner_yaml():
+    with open(MODELS / "refiner.yaml") as f:
+        from_yaml = load_hyperpyyaml(f)["refiner"]
+    default = Refiner()
+    assert default.config == from_yaml.config
+    assert sum(p.numel() for p in default.parameters()) == 24_998_042

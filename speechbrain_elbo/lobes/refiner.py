@@ -19,7 +19,8 @@ class Refiner(nn.Module):
 
     All arguments are the backbone hyper-parameters of
     :class:`~speechbrain_elbo.lobes.ncsnpp.NCSNpp` (without noise
-    conditioning).
+    conditioning). The defaults are StoRM's NCSN++M layout, as in
+    ``hparams/models/refiner.yaml``.
 
     Arguments
     ---------
@@ -76,7 +77,7 @@ class Refiner(nn.Module):
 
     def __init__(
         self,
-        nf=64,
+        nf=128,
         ch_mult=(1, 2, 2, 2),
         num_res_blocks=1,
         attn_resolutions=(),
