@@ -573,6 +573,11 @@ class DiffusionEnhancement(Pretrained):
         refine = self._use_refiner(use_refiner)
         chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
         max_batch = int(_first(max_batch, self.max_batch))
+        if max_batch < 1:
+            raise ValueError(
+                f"max_batch must be >= 1 (chunks enhanced together), got "
+                f"{max_batch}."
+            )
         crossfade = _first(crossfade, self.crossfade)
         crossfade_windows(1, crossfade)  # validates the name
         if seed is not None and generator is not None:

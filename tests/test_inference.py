@@ -152,6 +152,8 @@ def test_bad_settings_errors(stage1):
         stage1.enhance_long(
             speechlike(2000), overlap_seconds=1.0, chunk_seconds=1
         )
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        stage1.enhance_long(speechlike(2000), max_batch=0)
 
 
 def test_loud_and_clipped_inputs(stage1):
