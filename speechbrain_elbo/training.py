@@ -627,6 +627,23 @@ class EnhancementBrain(sb.Brain):
         """The EMA network, used for validation, test and export."""
         return self.ema.module
 
+    def on_fit_start(self):
+        """Initialise, resume, then apply an ``lr`` changed since the save.
+
+        A resumed optimiser brings back the learning rate it was saved with;
+        a user who resumes with ``--lr=...`` means the new one.
+        """
+        super().on_fit_start()
+        lr = getattr(self.hparams, "lr", None)
+        if lr is None or self.optimizer is None:
+            return
+        for group in self.optimizer.param_groups:
+            if group["lr"] != lr:
+                logger.info(
+                    "Learning rate %.3g -> %.3g (hparams lr)", group["lr"], lr
+                )
+                group["lr"] = lr
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Update the EMA after each optimiser step."""
         if should_step:

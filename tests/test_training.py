@@ -243,7 +243,9 @@ def toy_dataset(count=3, samples=4000):
     return dataset
 
 
-def toy_brain(loss_fn, max_grad_norm=0.0, patience=3):
+def toy_brain(
+    loss_fn, max_grad_norm=0.0, patience=3, checkpointer=None, lr=None
+):
     hparams = {
         "sde": SDE,
         "transform": SpectralTransform(),
@@ -256,8 +258,13 @@ def toy_brain(loss_fn, max_grad_norm=0.0, patience=3):
         "seed": 0,
         "max_grad_norm": max_grad_norm,
     }
+    if lr is not None:
+        hparams["lr"] = lr
+    modules = {"score_model": ScoreModel(ToyBackbone(), SDE)}
+    if checkpointer is not None:
+        checkpointer.add_recoverable("score_model", modules["score_model"])
     return ScoreBrain(
-        {"score_model": ScoreModel(ToyBackbone(), SDE)},
+        modules,
         lambda params: torch.optim.SGD(params, lr=0.1),
         hparams,
         run_opts={
@@ -265,7 +272,25 @@ def toy_brain(loss_fn, max_grad_norm=0.0, patience=3):
             "noprogressbar": True,
             "nonfinite_patience": patience,
         },
+        checkpointer=checkpointer,
     )
+
+
+def test_resuming_applies_a_changed_lr(tmp_path, caplog):
+    first = toy_brain(None, checkpointer=Checkpointer(tmp_path))
+    first.on_fit_start()
+    first.optimizer.param_groups[0]["lr"] = 0.3
+    first.checkpointer.save_checkpoint()
+    # without an lr in the hparams the saved one comes back
+    kept = toy_brain(None, checkpointer=Checkpointer(tmp_path))
+    kept.on_fit_start()
+    assert kept.optimizer.param_groups[0]["lr"] == 0.3
+    # with --lr=0.01 on the command line the new one is used, and logged
+    changed = toy_brain(None, checkpointer=Checkpointer(tmp_path), lr=0.01)
+    with caplog.at_level(logging.INFO):
+        changed.on_fit_start()
+    assert changed.optimizer.param_groups[0]["lr"] == 0.01
+    assert "Learning rate 0.3 -> 0.01" in caplog.text
 
 
 def test_nonfinite_loss_skips_the_step(caplog):
