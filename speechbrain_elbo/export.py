@@ -348,10 +348,12 @@ class _Export(NamedTuple):
     refiner: torch.nn.Module | None
     sample_rate: int
     checksums: dict
+    weights_dtype: str = "float32"
 
 
 def _render_hyperparams(pretrained_path, export):
-    backbone, sde, transform, sampler, refiner, sample_rate, checksums = export
+    backbone, sde, transform, sampler, refiner = export[:5]
+    sample_rate, checksums = export.sample_rate, export.checksums
     backbone_cls, backbone_cfg = module_config(backbone, "score backbone")
     gns_cls, gns_cfg = _gns_config(sde.gns)
     lines = [
@@ -452,6 +454,7 @@ def _card(model_card, export):
         "default_sampler": _sampler_config(export.sampler),
         "score_backbone": _module_card(export.backbone, "score backbone"),
         "files": export.checksums,
+        "weights_dtype": export.weights_dtype,
     }
     if export.refiner is not None:
         card["refiner"] = _module_card(export.refiner, "refiner")
@@ -504,12 +507,33 @@ def _card_markdown(card):
     return "\n".join(lines) + "\n"
 
 
-def _save_state(module, path):
-    state = {
-        key: value.detach().to("cpu").clone()
-        for key, value in module.state_dict().items()
-    }
+def _save_state(module, path, weights_dtype=torch.float32):
+    """Save a CPU state_dict; floating-point tensors stored as weights_dtype.
+
+    Loading casts them back to the network's own dtype (``load_state_dict``
+    copies values into the existing parameters).
+    """
+    state = {}
+    for key, value in module.state_dict().items():
+        value = value.detach().to("cpu")
+        if value.is_floating_point():
+            value = value.to(weights_dtype)
+        state[key] = value.clone()
     torch.save(state, path)
+
+
+_WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _weights_dtype(weights_dtype):
+    if isinstance(weights_dtype, torch.dtype):
+        weights_dtype = str(weights_dtype).removeprefix("torch.")
+    if weights_dtype not in _WEIGHT_DTYPES:
+        raise ValueError(
+            f"weights_dtype must be one of {sorted(_WEIGHT_DTYPES)}, got "
+            f"{weights_dtype!r}."
+        )
+    return weights_dtype
 
 
 def _check_components(score_backbone, sde, transform, sampler, refiner):
@@ -567,6 +591,7 @@ def export_enhancer(
     refiner=None,
     model_card=None,
     sample_rate=16000,
+    weights_dtype="float32",
 ):
     """Write a ``from_hparams`` folder for a trained enhancer, atomically.
 
@@ -591,6 +616,10 @@ def export_enhancer(
         ``model_card.md`` and ``model_card.json``.
     sample_rate : int
         Sample rate of the model, in Hz.
+    weights_dtype : str or torch.dtype
+        How the weights are stored: ``"float32"`` (default) or
+        ``"float16"`` (half the size; loading casts them back to float32,
+        the networks still compute in float32). Recorded in the card.
 
     Returns
     -------
@@ -598,6 +627,8 @@ def export_enhancer(
         The absolute path of the written folder.
     """
     _check_components(score_backbone, sde, transform, sampler, refiner)
+    weights_dtype = _weights_dtype(weights_dtype)
+    store = _WEIGHT_DTYPES[weights_dtype]
     folder = pathlib.Path(folder).expanduser().absolute()
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} exists and is not a folder.")
@@ -617,10 +648,10 @@ def export_enhancer(
     )
     try:
         os.chmod(tmp, 0o755)
-        _save_state(score_backbone, tmp / SCORE_CKPT)
+        _save_state(score_backbone, tmp / SCORE_CKPT, store)
         checksums = {SCORE_CKPT: file_sha256(tmp / SCORE_CKPT)}
         if refiner is not None:
-            _save_state(refiner, tmp / REFINER_CKPT)
+            _save_state(refiner, tmp / REFINER_CKPT, store)
             checksums[REFINER_CKPT] = file_sha256(tmp / REFINER_CKPT)
         export = _Export(
             score_backbone,
@@ -630,6 +661,7 @@ def export_enhancer(
             refiner,
             sample_rate,
             checksums,
+            weights_dtype,
         )
         text = _render_hyperparams(folder, export)
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")

@@ -300,3 +300,48 @@ def test_module_from_yaml(tmp_path):
         KeyError, match=r"defines no 'model'.*\['net', 'size'\]"
     ):
         module_from_yaml(path, "model")
+
+
+def test_float16_weights_halve_the_files_and_load_as_float32(
+    two_stage, tmp_path
+):
+    folder, backbone, refiner = two_stage
+    sde, transform, sampler = components()
+    half = export_enhancer(
+        tmp_path / "half",
+        backbone,
+        sde,
+        transform,
+        sampler,
+        refiner=refiner,
+        weights_dtype="float16",
+    )
+    for name in ("score_model.ckpt", "refiner.ckpt"):
+        ratio = (half / name).stat().st_size / (folder / name).stat().st_size
+        assert 0.45 < ratio < 0.6, (name, ratio)
+        stored = torch.load(half / name, weights_only=True)
+        assert {v.dtype for v in stored.values() if v.is_floating_point()} == {
+            torch.float16
+        }
+    card = json.loads((half / "model_card.json").read_text())
+    assert card["weights_dtype"] == "float16"
+    enhancer = DiffusionEnhancement.from_hparams(
+        source=half, run_opts={"device": "cpu"}
+    )
+    for original, loaded in (
+        (backbone, enhancer.mods.score_model),
+        (refiner, enhancer.mods.refiner),
+    ):
+        for key, want in original.state_dict().items():
+            got = loaded.state_dict()[key]
+            assert got.dtype == want.dtype, key
+            assert torch.equal(got, want.half().to(want.dtype)), key
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        export_enhancer(
+            tmp_path / "bad",
+            backbone,
+            sde,
+            transform,
+            sampler,
+            weights_dtype="int8",
+        )
