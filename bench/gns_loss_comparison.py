@@ -1,0 +1,731 @@
+"""Stage-1 GNS and loss variants trained alike, compared on validation data.
+
+Trains one score model per variant ``GNS:LOSS`` (a noise schedule preset of
+``hparams/gns/`` and a loss of ``speechbrain_elbo.losses``) from the same
+initial weights, with the same budget, the same batches (same files, same
+crops, same order) and the same random stream for t and z, then evaluates
+each on the same MiniVB validation utterances (held-out speakers p226, p287)
+with the same seeds:
+
+1. the negative ELBO in bits per real dimension and its three terms
+   (``speechbrain_elbo.elbo.negative_elbo``, stage-1 Gaussian decoder);
+2. one-step denoising: the Tweedie estimate x0_hat(x_t, y, t) at a few fixed
+   t (x_t drawn from q(x_t | x0, y), the same z for every t and variant),
+   decoded to a waveform, SI-SDR against the clean one, with the same
+   formula at score 0 (x_t alone) as reference;
+3. sampled enhancement with a few samplers: PESQ-WB, ESTOI, SI-SDR, with the
+   noisy input as reference row.
+
+Training is a plain loop: Adam, gradient-norm clipping, an EMA of the
+weights (``--ema-decay``, 0 for none) whose weights are the ones evaluated.
+Data come from the library: ``prepare_voicebank`` writes the manifests into
+``<out>/prepared``, ``make_datasets`` reads random training crops and centred
+validation crops (or whole utterances with ``--valid-frames 0``).
+
+Writes ``<out>/gns_loss_comparison.json`` and ``.md`` (atomically, after
+each variant, so a long run shows what it has) and prints the tables.
+Usage (from the repository root; see docs/gns_loss_comparison.md)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/gns_loss_comparison.py \\
+        --data /work/minidata/minivb --out results/gns_loss_comparison
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import shlex
+import sys
+import time
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechbrain_elbo.dataio import make_datasets
+from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
+from speechbrain_elbo.elbo import negative_elbo
+from speechbrain_elbo.losses import LOSSES
+from speechbrain_elbo.metrics import estoi, nan_mean, pesq_wb, si_sdr
+from speechbrain_elbo.sampling import SAMPLERS, Sampler
+from speechbrain_elbo.score import ScoreModel
+from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+from speechbrain_elbo.spectral import (
+    SpectralTransform,
+    crop_frames,
+    pad_frames,
+    peak_normalize,
+)
+from speechbrain_elbo.training import (
+    build_score_loss,
+    frame_multiple_of,
+    make_ema,
+    utterance_seed,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODELS = ROOT / "hparams" / "models"
+GNS_PRESETS = ROOT / "hparams" / "gns"
+SAMPLE_RATE = 16000
+VALID_SPEAKERS = ("p226", "p287")
+DEFAULT_VARIANTS = (
+    "sgmse:sigma2,smax1:sigma2,sgmse:likelihood,sgmse:data_prediction"
+)
+NAME = "gns_loss_comparison"
+# utterance_seed "sample" slots: one independent stream per evaluation
+ELBO_STREAM, TWEEDIE_STREAM, SAMPLER_STREAM = 1, 2, 3
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def parse_variants(text):
+    """``"sgmse:sigma2,smax1:likelihood"`` -> [("sgmse", "sigma2"), ...]."""
+    presets = sorted(p.stem for p in GNS_PRESETS.glob("*.yaml"))
+    variants = []
+    for item in text.split(","):
+        gns, sep, loss = item.strip().partition(":")
+        if not sep or gns not in presets or loss not in LOSSES:
+            raise argparse.ArgumentTypeError(
+                f"Bad variant {item!r}: write GNS:LOSS with GNS one of "
+                f"{presets} (hparams/gns/) and LOSS one of {sorted(LOSSES)}."
+            )
+        variants.append((gns, loss))
+    if len(set(variants)) != len(variants):
+        raise argparse.ArgumentTypeError(f"Repeated variant in {text!r}.")
+    return variants
+
+
+def parse_samplers(text):
+    """``"euler:3,pc:10"`` -> [("euler", 3), ("pc", 10)]."""
+    samplers = []
+    for item in text.split(","):
+        name, sep, steps = item.strip().partition(":")
+        if not sep or name not in SAMPLERS or not steps.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"Bad sampler {item!r}: write NAME:STEPS with NAME one of "
+                f"{sorted(SAMPLERS)} and STEPS a positive integer."
+            )
+        if int(steps) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: STEPS must be >= 1.")
+        samplers.append((name, int(steps)))
+    return samplers
+
+
+def parse_times(text):
+    """``"0.1,0.5,1"`` -> [0.1, 0.5, 1.0], each in (0, 1]."""
+    times = [float(v) for v in text.split(",")]
+    if not all(0.0 < t <= 1.0 for t in times):
+        raise argparse.ArgumentTypeError(
+            f"Tweedie times must lie in (0, 1], got {text!r}."
+        )
+    return times
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--data", required=True, help="MiniVB (VoiceBank-DEMAND layout)")
+    add("--out", required=True, help="output folder (prepared data too)")
+    add("--variants", type=parse_variants, default=DEFAULT_VARIANTS)
+    add("--config", default="small", help="hparams/models/<config>.yaml")
+    add("--steps", type=int, default=400, help="optimiser steps per variant")
+    add("--lr", type=float, default=4e-4)
+    add("--batch-size", type=int, default=4)
+    add("--crop-frames", type=int, default=128, help="training crop")
+    add("--clip", type=float, default=1.0, help="grad-norm clip, 0: none")
+    add("--ema-decay", type=float, default=0.99, help="0: no EMA")
+    add("--seed", type=int, default=1234)
+    add("--valid-items", type=int, default=16)
+    add(
+        "--valid-frames",
+        type=int,
+        default=256,
+        help="centred validation crop in STFT frames; 0: whole utterances",
+    )
+    add("--elbo-diffusion-samples", type=int, default=16)
+    add("--elbo-reconstruction-samples", type=int, default=2)
+    add("--tweedie-times", type=parse_times, default="0.1,0.5,1.0")
+    add("--samplers", type=parse_samplers, default="euler:3,euler:8,pc:10")
+    add("--threads", type=int, default=1, help="torch threads")
+    add("--device", default="cpu")
+    return parser
+
+
+def check_args(args):
+    for key in ("steps", "batch_size", "valid_items", "threads"):
+        if getattr(args, key) < 1:
+            raise SystemExit(f"--{key.replace('_', '-')} must be >= 1.")
+    if args.crop_frames < 2:
+        raise SystemExit("--crop-frames must be >= 2.")
+    if args.valid_frames < 0 or args.valid_frames == 1:
+        raise SystemExit("--valid-frames must be >= 2 (or 0: whole files).")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise SystemExit("--ema-decay must lie in [0, 1) (0: no EMA).")
+    draws = args.elbo_diffusion_samples
+    if draws < 2 or draws % 2:
+        raise SystemExit("--elbo-diffusion-samples must be even and >= 2.")
+    if args.elbo_reconstruction_samples < 1:
+        raise SystemExit("--elbo-reconstruction-samples must be >= 1.")
+    known = sorted(
+        p.stem
+        for p in MODELS.glob("*.yaml")
+        if "score_model:" in p.read_text(encoding="utf-8")
+    )
+    if args.config not in known:
+        raise SystemExit(
+            f"--config {args.config!r}: not a score network of "
+            f"hparams/models/; use one of {known}."
+        )
+
+
+# ---------------------------------------------------------------------------
+# Machine description and output
+# ---------------------------------------------------------------------------
+def cpu_name():
+    """The CPU model name (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device):
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "load_average_at_start": None
+        if load is None
+        else [round(v, 2) for v in load],
+    }
+
+
+def write_atomic(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def fmt(value, digits=3):
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+def prepare(args):
+    """Library preparation into <out>/prepared; returns the manifests."""
+    return prepare_voicebank(
+        args.data,
+        pathlib.Path(args.out) / "prepared",
+        valid_speakers=VALID_SPEAKERS,
+        sample_rate=SAMPLE_RATE,
+    )
+
+
+def train_set(manifests, args):
+    return make_datasets(
+        {"train": manifests["train"]},
+        crop_frames=args.crop_frames,
+        sample_rate=SAMPLE_RATE,
+        crop={"train": "random"},
+    )["train"]
+
+
+def valid_items(manifests, args):
+    """``--valid-items`` utterances spread evenly over the sorted ids."""
+    frames = args.valid_frames or 256
+    mode = "center" if args.valid_frames else None
+    dataset = make_datasets(
+        {"valid": manifests["valid"]},
+        crop_frames=frames,
+        sample_rate=SAMPLE_RATE,
+        crop={"valid": mode},
+    )["valid"]
+    ids = sorted(dataset.data_ids)
+    if args.valid_items > len(ids):
+        raise SystemExit(
+            f"--valid-items {args.valid_items}: the validation set has only "
+            f"{len(ids)} utterances."
+        )
+    step = len(ids) / args.valid_items
+    chosen = {ids[int(i * step)] for i in range(args.valid_items)}
+    items = []
+    for index, uid in enumerate(dataset.data_ids):
+        if uid in chosen:
+            item = dataset[index]
+            items.append((uid, item["noisy_sig"], item["clean_sig"]))
+    return sorted(items, key=lambda item: item[0])
+
+
+def batches(dataset, args):
+    """The training batches: same files, crops and order for every call."""
+    order = torch.Generator().manual_seed(args.seed)
+    queue = []
+    for step in range(args.steps):
+        indices = []
+        while len(indices) < args.batch_size:
+            if not queue:
+                queue = torch.randperm(len(dataset), generator=order).tolist()
+            indices.append(queue.pop())
+        # crop positions come from torch's global RNG (dataio.crop_start)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(utterance_seed(args.seed, f"step{step}"))
+            items = [dataset[i] for i in indices]
+        noisy = torch.stack([item["noisy_sig"] for item in items])
+        clean = torch.stack([item["clean_sig"] for item in items])
+        yield noisy, clean
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+def build_sde(gns_name):
+    with open(GNS_PRESETS / f"{gns_name}.yaml", encoding="utf-8") as handle:
+        preset = load_hyperpyyaml(handle)
+    gns = GeometricGNS(preset["sigma_min"], preset["sigma_max"])
+    return OUVESDE(gns, gamma=preset["gamma"], t_eps=preset["t_eps"])
+
+
+def build_model(config, sde, seed, device):
+    """The score model of ``hparams/models/<config>.yaml``, seeded init."""
+    torch.manual_seed(seed)
+    with open(MODELS / f"{config}.yaml", encoding="utf-8") as handle:
+        backbone = load_hyperpyyaml(handle)["score_model"]
+    return ScoreModel(backbone, sde).to(device)
+
+
+def gns_description(sde):
+    T = torch.tensor(sde.T)
+    return {
+        **sde.describe(),
+        "prior_coefficient": sde.snr(T).item(),
+        "sigma_T": sde.std(T).item(),
+        "sigma_t_eps": sde.std(torch.tensor(sde.t_eps)).item(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+def encode_pair(transform, noisy, clean):
+    noisy_n, clean_n, scale = peak_normalize(noisy, clean)
+    return transform.encode(noisy_n), transform.encode(clean_n), scale
+
+
+def train(model, loss_fn, transform, dataset, args, device):
+    """Plain loop; returns (model to evaluate, training record)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ema = make_ema(model, args.ema_decay) if args.ema_decay > 0 else None
+    generator = torch.Generator(device=device).manual_seed(args.seed + 1)
+    losses, skipped = [], 0
+    start = time.perf_counter()
+    for step, (noisy, clean) in enumerate(batches(dataset, args)):
+        y, x0, _ = encode_pair(transform, noisy.to(device), clean.to(device))
+        loss = loss_fn(model, x0, y, generator=generator)
+        if not torch.isfinite(loss):
+            skipped += 1
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        losses.append(loss.item())
+        if (step + 1) % max(1, args.steps // 10) == 0:
+            print(f"  step {step + 1}/{args.steps}: loss {losses[-1]:.4f}")
+    seconds = time.perf_counter() - start
+    tail = losses[-max(1, len(losses) // 10) :]
+    record = {
+        "seconds": seconds,
+        "seconds_per_step": seconds / args.steps,
+        "skipped_steps": skipped,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": sum(tail) / len(tail) if tail else None,
+    }
+    evaluated = model if ema is None else ema.module
+    return evaluated.eval(), record
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+def generator_for(device, args, uid, stream):
+    seed = utterance_seed(args.seed, uid, stream)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def enhancement_scores(wav, clean):
+    return {
+        "si_sdr": si_sdr(wav, clean)[0].item(),
+        "pesq": pesq_wb(wav[0], clean[0], SAMPLE_RATE),
+        "estoi": estoi(wav[0], clean[0], SAMPLE_RATE),
+    }
+
+
+def elbo_terms(model, sde, x0, y, mask, generator, args):
+    terms = negative_elbo(
+        model,
+        sde,
+        x0,
+        y,
+        diffusion_samples=args.elbo_diffusion_samples,
+        reconstruction_samples=args.elbo_reconstruction_samples,
+        generator=generator,
+        mask=mask,
+    )
+    return {
+        key: getattr(terms, key)[0].item()
+        for key in ("prior", "diffusion", "reconstruction", "stderr", "total")
+    }
+
+
+def tweedie_si_sdr(model, sde, transform, spec, clean, args, generator):
+    """SI-SDR of the decoded x0_hat(x_t, y, t) at each ``--tweedie-times``.
+
+    Returns the model's scores and those of the same formula with the score
+    set to 0, (x_t - (1 - a_t) y) / a_t = x0 + sigma_t z / a_t: what x_t
+    alone gives, the reference the model has to beat at that t.
+    """
+    x0, y, frames, scale = spec
+    state = generator.get_state()
+    scores = {"model": {}, "zero_score": {}}
+    for t in args.tweedie_times:
+        generator.set_state(state)  # the same z at every t
+        tt = torch.full((1,), t, device=x0.device)
+        x_t, _ = sde.perturb(x0, y, tt, generator)
+        estimates = {
+            "model": model.data_prediction(x_t, y, tt),
+            "zero_score": sde.data_prediction(x_t, y, tt, 0.0 * x_t),
+        }
+        for key, x0_hat in estimates.items():
+            x0_hat = crop_frames(x0_hat, frames)
+            wav = transform.decode(x0_hat, clean.shape[-1]) * scale
+            scores[key][f"{t:g}"] = si_sdr(wav, clean)[0].item()
+    return scores
+
+
+def sampled_scores(model, sde, transform, spec, clean, args, uid):
+    _, y, frames, scale = spec
+    scores = {}
+    for name, steps in args.samplers:
+        generator = generator_for(y.device, args, uid, SAMPLER_STREAM)
+        x_hat, nfe = Sampler(name, steps)(model, sde, y, generator=generator)
+        x_hat = crop_frames(x_hat, frames)
+        wav = transform.decode(x_hat, clean.shape[-1]) * scale
+        scores[f"{name}:{steps}"] = {
+            "nfe": nfe,
+            **enhancement_scores(wav, clean),
+        }
+    return scores
+
+
+def padded_spectrograms(model, transform, noisy, clean):
+    """x0, y padded to the frame multiple; the frame mask, T and scale."""
+    y, x0, scale = encode_pair(transform, noisy, clean)
+    y, frames = pad_frames(y, frame_multiple_of(model))
+    x0, _ = pad_frames(x0, frame_multiple_of(model))
+    mask = None
+    if y.shape[-1] != frames:
+        positions = torch.arange(y.shape[-1], device=y.device)
+        mask = (positions < frames).float()[None, None, None, :]
+    return x0, y, mask, frames, scale
+
+
+@torch.inference_mode()
+def evaluate(model, sde, transform, items, args, device):
+    """Per-utterance ELBO terms, one-step SI-SDR and sampled metrics."""
+    records = []
+    for uid, noisy, clean in items:
+        noisy, clean = noisy[None].to(device), clean[None].to(device)
+        x0, y, mask, frames, scale = padded_spectrograms(
+            model, transform, noisy, clean
+        )
+        spec = (x0, y, frames, scale)
+        elbo = elbo_terms(
+            model,
+            sde,
+            x0,
+            y,
+            mask,
+            generator_for(device, args, uid, ELBO_STREAM),
+            args,
+        )
+        tweedie = tweedie_si_sdr(
+            model,
+            sde,
+            transform,
+            spec,
+            clean,
+            args,
+            generator_for(device, args, uid, TWEEDIE_STREAM),
+        )
+        sampled = sampled_scores(model, sde, transform, spec, clean, args, uid)
+        records.append(
+            {"id": uid, "elbo": elbo, "tweedie": tweedie, "sampled": sampled}
+        )
+    return records
+
+
+def summarise(records):
+    """Means over utterances (NaN-aware); ELBO stderr of the mean."""
+    count = len(records)
+    elbo = {
+        key: sum(r["elbo"][key] for r in records) / count
+        for key in ("prior", "diffusion", "reconstruction", "total")
+    }
+    elbo["stderr"] = math.sqrt(sum(r["elbo"]["stderr"] ** 2 for r in records))
+    elbo["stderr"] /= count
+    first = records[0]
+    tweedie = {
+        key: {
+            t: nan_mean([r["tweedie"][key][t] for r in records])
+            for t in first["tweedie"][key]
+        }
+        for key in first["tweedie"]
+    }
+    sampled = {
+        name: {
+            key: nan_mean([r["sampled"][name][key] for r in records])
+            for key in first["sampled"][name]
+        }
+        for name in first["sampled"]
+    }
+    return {"elbo": elbo, "tweedie_si_sdr": tweedie, "sampled": sampled}
+
+
+def noisy_reference(items):
+    scores = [enhancement_scores(n[None], c[None]) for _, n, c in items]
+    return {key: nan_mean([s[key] for s in scores]) for key in scores[0]}
+
+
+# ---------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------
+def settings_lines(result):
+    s, m = result["settings"], result["machine"]
+    valid = (
+        f"centred crops of {s['valid_frames']} frames"
+        if s["valid_frames"]
+        else "whole utterances"
+    )
+    ema = f"EMA {s['ema_decay']}" if s["ema_decay"] > 0 else "no EMA"
+    return [
+        f"machine: {m['cpu']} ({m['cores']} cores), {m['threads']} torch "
+        f"threads, torch {m['torch']}, device {m['device']}, load average "
+        f"at start {m['load_average_at_start']}",
+        f"command: `{result['command']}`",
+        f"training: model `{s['config']}`, {s['steps']} Adam steps, lr "
+        f"{s['lr']}, batch {s['batch_size']} x {s['crop_frames']} frames, "
+        f"clip {s['clip']}, {ema} (evaluated), seed {s['seed']}",
+        f"validation: {len(result['items'])} utterances of speakers "
+        f"{', '.join(VALID_SPEAKERS)} ({valid}); -ELBO with "
+        f"{s['elbo_diffusion_samples']} stratified diffusion draws and "
+        f"{s['elbo_reconstruction_samples']} reconstruction draws",
+    ]
+
+
+def training_table(result):
+    rows = [
+        [
+            v["name"],
+            f"{v['gns']['sigma_min']:g} / {v['gns']['sigma_max']:g}",
+            fmt(v["gns"]["prior_coefficient"]),
+            fmt(v["gns"]["sigma_t_eps"], 4),
+            v["loss"],
+            f"{v['training']['seconds']:.0f}",
+            f"{v['training']['seconds_per_step']:.2f}",
+            fmt(v["training"]["final_loss"], 4),
+            v["training"]["skipped_steps"],
+            f"{v['eval_seconds']:.0f}",
+        ]
+        for v in result["variants"]
+    ]
+    header = [
+        "variant",
+        "sigma_min / sigma_max",
+        "a_T^2/sigma_T^2",
+        "sigma(t_eps)",
+        "loss",
+        "train s",
+        "s/step",
+        "final loss (own scale)",
+        "skipped",
+        "eval s",
+    ]
+    return markdown(header, rows)
+
+
+def elbo_table(result):
+    rows = [
+        [v["name"]]
+        + [
+            fmt(v["summary"]["elbo"][key], 4)
+            for key in ("total", "prior", "diffusion", "reconstruction")
+        ]
+        + [fmt(v["summary"]["elbo"]["stderr"], 4)]
+        for v in result["variants"]
+    ]
+    header = ["variant", "-ELBO", "prior", "diffusion", "reconstruction"]
+    return markdown(header + ["MC stderr"], rows)
+
+
+def tweedie_table(result):
+    """Model rows, then the score = 0 reference of each GNS."""
+    variants = result["variants"]
+    times = list(variants[0]["summary"]["tweedie_si_sdr"]["model"])
+    noisy = fmt(result["noisy"]["si_sdr"], 2)
+    rows = [["noisy input"] + [noisy] * len(times)]
+    references = {}
+    for v in variants:
+        references.setdefault(v["gns_preset"], v)
+        rows.append([v["name"]] + tweedie_cells(v, "model", times))
+    for gns_name, v in references.items():
+        label = f"score = 0, GNS {gns_name}"
+        rows.append([label] + tweedie_cells(v, "zero_score", times))
+    header = ["variant"] + [f"t = {t}: SI-SDR dB (sigma_t)" for t in times]
+    return markdown(header, rows)
+
+
+def tweedie_cells(variant, key, times):
+    sde = build_sde(variant["gns_preset"])
+    cells = []
+    for t in times:
+        sigma = sde.std(torch.tensor(float(t))).item()
+        score = variant["summary"]["tweedie_si_sdr"][key][t]
+        cells.append(f"{fmt(score, 2)} ({sigma:.3f})")
+    return cells
+
+
+def sampled_table(result):
+    noisy = result["noisy"]
+    rows = [
+        ["noisy input", "-", "-"]
+        + [fmt(noisy[k], 2) for k in ("pesq", "estoi", "si_sdr")]
+    ]
+    samplers = list(result["variants"][0]["summary"]["sampled"])
+    for name in samplers:
+        for v in result["variants"]:
+            score = v["summary"]["sampled"][name]
+            rows.append(
+                [v["name"], name, f"{score['nfe']:.0f}"]
+                + [fmt(score[k], 2) for k in ("pesq", "estoi", "si_sdr")]
+            )
+    header = ["variant", "sampler", "NFE", "PESQ-WB", "ESTOI", "SI-SDR dB"]
+    return markdown(header, rows)
+
+
+def report(result):
+    lines = ["# GNS and loss comparison on MiniVB validation data", ""]
+    lines += [f"- {line}" for line in settings_lines(result)]
+    sections = [
+        ("Training (same init, batches and random stream)", training_table),
+        (
+            "Negative ELBO, bits per real dimension (lower is better)",
+            elbo_table,
+        ),
+        ("One-step Tweedie estimate x0_hat(x_t, y, t)", tweedie_table),
+        ("Sampled enhancement (means over utterances)", sampled_table),
+    ]
+    if result["variants"]:
+        for title, table in sections:
+            lines += ["", f"## {title}", "", table(result)]
+    return "\n".join(lines) + "\n"
+
+
+def save(result, out):
+    write_atomic(out / f"{NAME}.json", json.dumps(result, indent=1))
+    write_atomic(out / f"{NAME}.md", report(result))
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+def run_variant(gns_name, loss_name, data, args, device):
+    name = f"{gns_name}:{loss_name}"
+    print(f"\n== {name}", flush=True)
+    sde = build_sde(gns_name)
+    transform = SpectralTransform()
+    loss_fn = build_score_loss(loss_name, sde, transform=transform)
+    model = build_model(args.config, sde, args.seed, device)
+    evaluated, record = train(
+        model, loss_fn, transform, data["train"], args, device
+    )
+    print(
+        f"  trained in {record['seconds']:.0f} s "
+        f"({record['seconds_per_step']:.2f} s/step)",
+        flush=True,
+    )
+    start = time.perf_counter()
+    records = evaluate(evaluated, sde, transform, data["valid"], args, device)
+    return {
+        "name": name,
+        "gns_preset": gns_name,
+        "loss": loss_name,
+        "gns": gns_description(sde),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": record,
+        "eval_seconds": time.perf_counter() - start,
+        "summary": summarise(records),
+        "utterances": records,
+    }
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "bench/gns_loss_comparison.py", *argv])
+    settings = {
+        k: v for k, v in vars(args).items() if k not in ("variants", "samplers")
+    }
+    settings["variants"] = [f"{g}:{loss}" for g, loss in args.variants]
+    settings["samplers"] = [f"{n}:{s}" for n, s in args.samplers]
+    result = {"machine": machine(device), "command": command}
+    result["settings"] = settings
+    print("\n".join(settings_lines({**result, "items": []})[:2]), flush=True)
+
+    manifests = prepare(args)
+    data = {"train": train_set(manifests, args)}
+    data["valid"] = valid_items(manifests, args)
+    result["items"] = [uid for uid, _, _ in data["valid"]]
+    result["noisy"] = noisy_reference(data["valid"])
+    result["variants"] = []
+    save(result, out)
+    for gns_name, loss_name in args.variants:
+        variant = run_variant(gns_name, loss_name, data, args, device)
+        result["variants"].append(variant)
+        save(result, out)
+    print()
+    print(report(result))
+    print(f"written: {out / (NAME + '.json')}, {out / (NAME + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
