@@ -27,10 +27,11 @@ run once, for ``--big-seconds`` of audio (default 10 s) and one Euler step;
 at another duration the time is extrapolated linearly to 10 s.
 
 With ``--quality MODEL --data MINIVB`` the script instead measures, on the
-test set of a mini data set and with a trained two-stage model, SI-SDR,
-ESTOI and PESQ of stage 1 at its default sampler and of both stages at
-1, 2, 3, 5, 8... steps, and reports the smallest step count at which two
-stages match stage 1 at its default steps.
+validation (``--split valid``, default: for choosing) or test split of a
+mini data set and with a trained model, PESQ-WB, ESTOI and SI-SDR of the
+noisy input, of stage 1 and of both stages for each sampler setting of
+``--quality-samplers`` (one stage-1 sample per item, the refiner applied
+to that same sample), and names the best setting by ``--metric``.
 
 Usage (from the repository root; the measured table is in
 docs/inference.md)::
@@ -38,7 +39,8 @@ docs/inference.md)::
     .venv/bin/python bench/inference.py                      # everything
     .venv/bin/python bench/inference.py --configs tiny --durations 10 60
     .venv/bin/python bench/inference.py --from-json a.json b.json  # tables
-    .venv/bin/python bench/inference.py --quality DEMO_MODEL --data MINIVB
+    .venv/bin/python bench/inference.py --quality MODEL --data MINIVB \\
+        --split valid --items 20
 """
 
 import argparse
@@ -236,6 +238,17 @@ def run_one(model, wav, steps, args, timeout):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def machine(threads):
+    """CPU, cores, torch version, threads and load: where it was measured."""
+    import torch
+
+    return (
+        f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{threads} thread(s), load average {load_average():.2f}"
+    )
+
+
 def load_average():
     try:
         return os.getloadavg()[0]
@@ -372,7 +385,6 @@ def memory_summary(rows, args):
 
 
 def benchmark(args):
-    import torch
 
     own_work = not args.work and not args.from_json
     if not args.from_json:
@@ -380,12 +392,7 @@ def benchmark(args):
             args.work or tempfile.mkdtemp(prefix="sbe_bench_")
         )
         args.work.mkdir(parents=True, exist_ok=True)
-    print(
-        f"# {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} thread(s), load average {load_average():.2f}",
-        flush=True,
-    )
+    print(f"# {machine(args.threads)}", flush=True)
     models, inputs, rows = {}, {}, []
     begin = time.perf_counter()
     if args.from_json:
@@ -451,60 +458,78 @@ def benchmark(args):
 # Quality versus steps (needs a trained two-stage model)
 # ---------------------------------------------------------------------------
 def quality(args):
-    import csv
-
     import torch
 
+    from speechbrain_elbo.demo import enhance_two_stage, load_test_items
     from speechbrain_elbo.inference import DiffusionEnhancement
     from speechbrain_elbo.metrics import estoi, pesq_wb, si_sdr
 
     torch.set_num_threads(args.threads)
-    data = pathlib.Path(args.data)
-    with open(data / "metadata" / "test.csv", newline="") as handle:
-        ids = [row["id"] for row in csv.DictReader(handle)][: args.items]
+    begin = time.perf_counter()
+    items = load_test_items(args.data, args.items, split=args.split)
     enhancer = DiffusionEnhancement.from_hparams(source=args.quality)
-    if not enhancer.has_refiner:
-        raise SystemExit("--quality needs a two-stage model (with a refiner)")
     pairs = [
-        (
-            enhancer.load_waveform(data / "noisy_testset_wav" / f"{i}.wav"),
-            enhancer.load_waveform(data / "clean_testset_wav" / f"{i}.wav"),
-        )
-        for i in ids
+        (enhancer.load_waveform(i["noisy"]), enhancer.load_waveform(i["clean"]))
+        for i in items
     ]
 
-    def scores(**options):
-        values = {"si_sdr": [], "estoi": [], "pesq": []}
-        for noisy, clean in pairs:
-            out = enhancer.enhance_batch(noisy[None], seed=0, **options)[0]
-            values["si_sdr"].append(float(si_sdr(out, clean)))
-            values["estoi"].append(float(estoi(out, clean)))
+    def mean_scores(estimates):
+        values = {"pesq": [], "estoi": [], "si_sdr": []}
+        for out, (_, clean) in zip(estimates, pairs, strict=True):
             values["pesq"].append(float(pesq_wb(out, clean)))
+            values["estoi"].append(float(estoi(out, clean)))
+            values["si_sdr"].append(float(si_sdr(out, clean)))
         return {k: sum(v) / len(v) for k, v in values.items()}
 
-    default = enhancer.default_sampler
-    reference = scores(use_refiner=False)
-    print(
-        f"stage 1, default sampler {default}: NFE {enhancer.last_nfe}, "
-        + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()),
-        flush=True,
-    )
-    match = None
-    for steps in args.quality_steps:
-        result = scores(use_refiner=True, steps=steps)
-        better = result[args.metric] >= reference[args.metric]
-        print(
-            f"two stages, {steps} step(s): NFE {enhancer.last_nfe}, "
-            + ", ".join(f"{k} {v:.3f}" for k, v in result.items())
-            + ("  <- matches stage 1" if better and match is None else ""),
-            flush=True,
+    rows = [{"system": "noisy", "nfe": 0, **mean_scores(p[0] for p in pairs)}]
+    systems = ["stage1"] + (["stage1+2"] if enhancer.has_refiner else [])
+    for spec in args.quality_samplers:
+        name, steps = spec.split(":")
+        outs = [
+            enhance_two_stage(enhancer, noisy, name, int(steps), seed=k)
+            for k, (noisy, _) in enumerate(pairs)
+        ]
+        for system in systems:
+            rows.append(
+                {
+                    "system": system,
+                    "sampler": spec,
+                    "nfe": outs[0]["nfe"] + (system == "stage1+2"),
+                    **mean_scores(o[system] for o in outs),
+                }
+            )
+    header = "| system | sampler | NFE | PESQ-WB | ESTOI | SI-SDR (dB) |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['system']} | {row.get('sampler', '-')} | {row['nfe']} "
+            f"| {row['pesq']:.3f} | {row['estoi']:.3f} | {row['si_sdr']:.2f} |"
         )
-        if better and match is None:
-            match = steps
+    best = {
+        system: max(
+            (r for r in rows if r["system"] == system),
+            key=lambda r: r[args.metric],
+        )
+        for system in systems
+    }
+    print(f"Model {args.quality}, default sampler {enhancer.default_sampler}")
     print(
-        f"Two stages match stage 1 at its default steps ({args.metric}) "
-        + (f"from {match} step(s)." if match else "at none of these steps.")
+        f"{len(pairs)} {args.split} items of {args.data}; one stage-1 sample "
+        "per item (item k seeded with k), the refiner applied to that sample"
     )
+    print("\n".join(lines))
+    for system, row in best.items():
+        print(f"Best {system} by {args.metric}: {row['sampler']}")
+    print(
+        f"{machine(args.threads)}; {time.perf_counter() - begin:.0f} s. "
+        "Repeat: "
+        f"python bench/inference.py --quality {args.quality} --data "
+        f"{args.data} --split {args.split} --items {args.items} "
+        f"--threads {args.threads} --quality-samplers "
+        + " ".join(args.quality_samplers)
+    )
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 def main(argv=None):
@@ -540,8 +565,22 @@ def main(argv=None):
     parser.add_argument("--quality", metavar="MODEL", help="trained model")
     parser.add_argument("--data", help="mini data set folder (MiniVB)")
     parser.add_argument("--items", type=int, default=20)
+    parser.add_argument("--split", default="valid", choices=["valid", "test"])
     parser.add_argument(
-        "--quality-steps", nargs="*", type=int, default=[1, 2, 3, 5, 8, 13]
+        "--quality-samplers",
+        nargs="*",
+        default=[
+            "euler:1",
+            "euler:2",
+            "euler:3",
+            "euler:5",
+            "euler:8",
+            "heun:2",
+            "heun:3",
+            "pc:5",
+            "pc:10",
+        ],
+        help="NAME:STEPS settings compared with --quality",
     )
     parser.add_argument(
         "--metric", default="pesq", choices=["pesq", "estoi", "si_sdr"]

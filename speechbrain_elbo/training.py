@@ -1517,8 +1517,11 @@ def stage_arguments(args, hparams_file, other_files=()):
 
     SpeechBrain run options (``--device``, ``--precision``...) go to every
     stage; a ``--key=value`` override goes to the stages whose YAML file has
-    ``key``; ``--overrides_file`` goes everywhere. An override that no stage
-    knows is an error (a typo would otherwise be ignored).
+    ``key``; ``--overrides_file`` goes everywhere. ``--STAGE.key=value``,
+    with STAGE the stem of a stage's YAML file (``score``, ``refiner``),
+    goes to that stage only and takes precedence there over ``--key``
+    (``--number_of_epochs=60 --refiner.number_of_epochs=10``). An override
+    that no stage knows is an error (a typo would otherwise be ignored).
 
     Arguments
     ---------
@@ -1542,6 +1545,11 @@ def stage_arguments(args, hparams_file, other_files=()):
     >>> args = ["--lr=3", "--loss", "y", "--device=cpu", "--noprogressbar"]
     >>> stage_arguments(args, tmp / "b.yaml", [tmp / "a.yaml"])
     ['--lr=3', '--device=cpu', '--noprogressbar']
+    >>> args = ["--lr=3", "--b.lr", "4", "--a.loss=z"]
+    >>> stage_arguments(args, tmp / "b.yaml", [tmp / "a.yaml"])
+    ['--lr', '4']
+    >>> stage_arguments(args, tmp / "a.yaml", [tmp / "b.yaml"])
+    ['--lr=3', '--loss=z']
     >>> stage_arguments(["--lrr=3"], tmp / "b.yaml", [tmp / "a.yaml"])
     Traceback (most recent call last):
     ...
@@ -1549,18 +1557,21 @@ def stage_arguments(args, hparams_file, other_files=()):
     """
     run_options = _run_option_arities()
     run_options[OVERRIDES_FLAG[2:]] = 1
-    mine = _yaml_keys(hparams_file)
-    everyone = set(mine)
+    stage = pathlib.Path(hparams_file).stem
+    keys = {stage: _yaml_keys(hparams_file)}
     for path in other_files:
-        everyone |= _yaml_keys(path)
-    selected, index = [], 0
+        keys[pathlib.Path(path).stem] = _yaml_keys(path)
+    mine = keys[stage]
+    everyone = set().union(*keys.values())
+    files = [str(hparams_file), *map(str, other_files)]
+    groups, index = [], 0  # (key or None for run options, prefixed, args)
     while index < len(args):
         arg = args[index]
         if not arg.startswith("--"):
             raise ValueError(
                 f"Unexpected argument {arg!r}: overrides are --key=value."
             )
-        name, has_value, _ = arg[2:].partition("=")
+        name, has_value, value = arg[2:].partition("=")
         if name in run_options:
             arity = 0 if has_value else run_options[name]
         else:
@@ -1568,15 +1579,33 @@ def stage_arguments(args, hparams_file, other_files=()):
         group = args[index : index + 1 + arity]
         if len(group) < 1 + arity:
             raise ValueError(f"{arg} needs a value.")
-        if name not in run_options and name not in everyone:
-            files = [str(hparams_file), *map(str, other_files)]
+        index += 1 + arity
+        if name in run_options:
+            groups.append((None, False, group))
+            continue
+        prefix, dot, key = name.rpartition(".")
+        if dot and prefix in keys:
+            if key not in keys[prefix]:
+                raise ValueError(
+                    f"--{name}: {key} is not a key of the {prefix} stage's "
+                    "YAML file; check the spelling."
+                )
+            if prefix == stage:
+                unprefixed = f"--{key}={value}" if has_value else f"--{key}"
+                groups.append((key, True, [unprefixed, *group[1:]]))
+            continue
+        if name not in everyone:
             raise ValueError(
                 f"--{name} is neither a SpeechBrain run option nor a key of "
                 f"{files}; check the spelling."
             )
-        if name in run_options or name in mine:
+        if name in mine:
+            groups.append((name, False, group))
+    prefixed = {key for key, is_prefixed, _ in groups if is_prefixed}
+    selected = []
+    for key, is_prefixed, group in groups:
+        if key is None or is_prefixed or key not in prefixed:
             selected.extend(group)
-        index += 1 + arity
     return selected
 
 

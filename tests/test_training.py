@@ -228,6 +228,36 @@ def test_stage_arguments_routes_overrides(tmp_path):
         stage_arguments(["--sigma_mx=1"], score, [refiner])
 
 
+def test_stage_prefixed_overrides_win_in_their_stage(tmp_path):
+    score = tmp_path / "score.yaml"
+    score.write_text("number_of_epochs: 200\nlr: 0.1\n")
+    refiner = tmp_path / "refiner.yaml"
+    refiner.write_text("number_of_epochs: 50\nlr: 0.1\n")
+    args = [
+        "--refiner.number_of_epochs=10",
+        "--number_of_epochs=60",
+        "--score.lr",
+        "0.5",
+        "--lr=0.2",
+        "--device=cpu",
+    ]
+    assert stage_arguments(args, score, [refiner]) == [
+        "--number_of_epochs=60",
+        "--lr",
+        "0.5",
+        "--device=cpu",
+    ]
+    assert stage_arguments(args, refiner, [score]) == [
+        "--number_of_epochs=10",
+        "--lr=0.2",
+        "--device=cpu",
+    ]
+    with pytest.raises(ValueError, match="spec_weight is not a key of the "):
+        stage_arguments(["--refiner.spec_weight=1"], score, [refiner])
+    with pytest.raises(ValueError, match="--stage3.lr is neither"):
+        stage_arguments(["--stage3.lr=1"], score, [refiner])
+
+
 # -- ScoreBrain on a toy network ---------------------------------------------
 def toy_dataset(count=3, samples=4000):
     g = torch.Generator().manual_seed(0)
