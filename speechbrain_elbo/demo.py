@@ -1151,16 +1151,16 @@ COSTS = {
 }
 
 
-def plan_training(minutes, speed=1.0, test_items=8, valid_items=8, steps=5):
+def plan_training(minutes, speed=1.0, test_items=8, valid_items=8, steps=6):
     """Choose the data size and epochs of a from-scratch run in a budget.
 
     The training minutes of MiniVB grow with the budget (a tenth of it,
     between 1 and 60), so that a longer budget buys more data as well as
-    more epochs; the stage-1 sampler uses ``steps`` predictor steps with
-    one corrector step (NFE ``2 steps``), both for the test and for the
-    stage-2 cache. Both stages get the same number of epochs (``run.sh``
-    passes ``--number_of_epochs`` to both). Costs are :data:`COSTS` times
-    ``speed`` (the machine's step time relative to the reference).
+    more epochs; the stage-1 sampler is the probability-flow ODE with
+    ``steps`` Euler steps (NFE ``steps``), as in the bundled model, both
+    for the test and for the stage-2 cache. Both stages get the same number
+    of epochs. Costs are :data:`COSTS` times ``speed`` (the machine's step
+    time relative to the reference).
 
     Arguments
     ---------
@@ -1171,7 +1171,7 @@ def plan_training(minutes, speed=1.0, test_items=8, valid_items=8, steps=5):
     test_items, valid_items : int
         MiniVB test and validation items.
     steps : int
-        Predictor steps of the stage-1 sampler.
+        Euler steps of the stage-1 sampler.
 
     Returns
     -------
@@ -1199,7 +1199,7 @@ def plan_training(minutes, speed=1.0, test_items=8, valid_items=8, steps=5):
     cost["item_seconds"] = COSTS["item_seconds"]
     train_minutes = float(min(60.0, max(1.0, round(minutes / 10.0, 1))))
     train_items = train_minutes * 60.0 / cost["item_seconds"]
-    nfe = 2 * steps
+    nfe = steps
     per_audio = cost["nfe_per_audio_second"]
     test_audio = test_items * cost["item_seconds"]
     fixed = {
@@ -1368,6 +1368,11 @@ def run_training(
         "--config",
         "small",
         f"--number_of_epochs={plan['epochs']}",
+        # the bundled model's settings (docs/gns_loss_comparison.md)
+        "--loss=data_prediction",
+        "--lr=0.0004",
+        "--max_grad_norm=1.0",
+        "--sampler_name=euler",
         f"--sampler_steps={plan['steps']}",
         "--valid_enhance_utterances=2",
         "--elbo_utterances=4",
