@@ -463,11 +463,23 @@ def _card(model_card, export):
     return card
 
 
+def _card_items(mapping, depth=0):
+    """Markdown bullets of a card mapping, nested mappings indented."""
+    lines = []
+    for key, value in mapping.items():
+        head = f"{'  ' * depth}- **{key}**:"
+        if isinstance(value, dict) and value:
+            lines.append(head)
+            lines += _card_items(value, depth + 1)
+        else:
+            lines.append(f"{head} {value}")
+    return lines
+
+
 def _card_markdown(card):
     lines = ["# Diffusion speech enhancement model", ""]
     user = card.get("model_card", {})
-    for key, value in user.items():
-        lines.append(f"- **{key}**: {value}")
+    lines += _card_items(user)
     if user:
         lines.append("")
     stages = "two stages (diffusion, then refiner)"

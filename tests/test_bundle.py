@@ -67,6 +67,8 @@ def test_bundle_repacks_weights_sampler_card_and_logs(run_folder, tmp_path):
     assert info["stage1"]["stage"] == "1 (score model)"
     assert info["wall_time_h"] == 1.5
     assert "pc" in info["bundled_from"]["default_sampler_at_training"]
+    card_md = (folder / "model_card.md").read_text()
+    assert "- **stage1**:\n  - **task**: denoising\n" in card_md
     assert "(score)" in (folder / "train_log_score.txt").read_text()
     assert "(refiner)" in (folder / "train_log_refiner.txt").read_text()
     size = (folder / "score_model.ckpt").stat().st_size
