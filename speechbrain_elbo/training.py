@@ -631,11 +631,15 @@ class EnhancementBrain(sb.Brain):
         """Initialise, resume, then apply an ``lr`` changed since the save.
 
         A resumed optimiser brings back the learning rate it was saved with;
-        a user who resumes with ``--lr=...`` means the new one.
+        a user who resumes with ``--lr=...`` means the new one. With an
+        ``lr_annealing`` scheduler in the hparams (SpeechBrain's convention)
+        the scheduler owns the rate and the resumed one is kept.
         """
         super().on_fit_start()
         lr = getattr(self.hparams, "lr", None)
         if lr is None or self.optimizer is None:
+            return
+        if getattr(self.hparams, "lr_annealing", None) is not None:
             return
         for group in self.optimizer.param_groups:
             if group["lr"] != lr:

@@ -321,6 +321,11 @@ def test_resuming_applies_a_changed_lr(tmp_path, caplog):
         changed.on_fit_start()
     assert changed.optimizer.param_groups[0]["lr"] == 0.01
     assert "Learning rate 0.3 -> 0.01" in caplog.text
+    # a scheduler owns the rate: the resumed one is kept
+    scheduled = toy_brain(None, checkpointer=Checkpointer(tmp_path), lr=0.01)
+    scheduled.hparams.lr_annealing = object()
+    scheduled.on_fit_start()
+    assert scheduled.optimizer.param_groups[0]["lr"] == 0.3
 
 
 def test_nonfinite_loss_skips_the_step(caplog):
