@@ -1,6 +1,7 @@
 # `make test` runs ruff and the whole test suite; `make demo` enhances the
 # MiniVB test split with the bundled two-stage model and writes results/demo/;
-# `make demo-train DEMO_MINUTES=N` trains both stages from scratch first.
+# `make demo-train DEMO_EPOCHS=E DEMO_TRAIN_MINUTES=M` trains both stages from
+# scratch first (tools/demo_train.py).
 # Targets create the virtual environment on first use and reuse it afterwards.
 
 PYTHON ?= python3.11
@@ -31,7 +32,8 @@ DEMO_DATA ?= results/demo_data/minivb-test
 DEMO_OUT ?= results/demo
 DEMO_ITEMS ?= 24
 DEMO_THREADS ?= 1
-DEMO_MINUTES ?= 30
+DEMO_EPOCHS ?= 60
+DEMO_TRAIN_MINUTES ?= 3
 
 demo: $(STAMP)
 	$(VPY) -m speechbrain_elbo.demo --data $(DEMO_DATA) --out $(DEMO_OUT) \
@@ -39,5 +41,8 @@ demo: $(STAMP)
 		$(if $(DEMO_MODEL),--model $(DEMO_MODEL))
 
 demo-train: $(STAMP)
-	$(VPY) -m speechbrain_elbo.demo train --minutes $(DEMO_MINUTES) \
-		--threads $(DEMO_THREADS) --out results/demo-train/report
+	$(if $(DEMO_MINUTES),$(error DEMO_MINUTES is gone: give DEMO_EPOCHS and \
+		DEMO_TRAIN_MINUTES (minutes of training speech), see docs/demo.md))
+	$(VPY) tools/demo_train.py --epochs $(DEMO_EPOCHS) \
+		--train-minutes $(DEMO_TRAIN_MINUTES) --threads $(DEMO_THREADS) \
+		--out results/demo-train/report

@@ -21,7 +21,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["speechbrain_elbo", "speechbrain_elbo.*"]),
     include_package_data=True,
-    package_data={"speechbrain_elbo": ["pretrained/*/*"]},
+    package_data={"speechbrain_elbo": ["pretrained/*/*", "minidata/samples/*"]},
     install_requires=[
         "torch==2.11.0",
         "torchaudio==2.11.0",

@@ -129,7 +129,7 @@ def main(argv=None):
             "(pip install pocketsphinx). Skipping."
         )
         return 0
-    from speechbrain_elbo.dataprep.sources import fetch_package
+    from speechbrain_elbo.minidata import fetch_package
 
     texts = load_transcriptions(
         fetch_package("pocketsphinx-testdata", args.cache_dir)

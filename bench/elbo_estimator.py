@@ -1,6 +1,6 @@
 """Standard error of the ELBO's diffusion term: plain versus stratified draws.
 
-Measures, on the Gaussian oracle of METHOD.md section 7 with the SGMSE+ GNS,
+Measures, on the Gaussian oracle of docs/method.md §6 with the SGMSE+ GNS,
 the spread over repeated estimates of -ELBO for one utterance (64 x 64 bins)
 when the K diffusion-time draws are (a) independent draws from the
 importance proposal (uniform in log SNR) or (b) stratified as in

@@ -27,7 +27,7 @@ each variant, so a long run shows what it has) and prints the tables.
 Usage (from the repository root; see docs/gns_loss_comparison.md)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/gns_loss_comparison.py \\
-        --data /work/minidata/minivb --out results/gns_loss_comparison
+        --data MINIVB --out results/gns_loss_comparison
 """
 
 import argparse
@@ -43,11 +43,17 @@ import time
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_elbo.brains import make_ema
 from speechbrain_elbo.dataio import make_datasets
 from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
 from speechbrain_elbo.elbo import negative_elbo
-from speechbrain_elbo.losses import LOSSES
+from speechbrain_elbo.losses import LOSSES, build_score_loss
 from speechbrain_elbo.metrics import estoi, nan_mean, pesq_wb, si_sdr
+from speechbrain_elbo.pipeline import (
+    enhance_spectrogram,
+    frame_multiple_of,
+    utterance_seed,
+)
 from speechbrain_elbo.sampling import SAMPLERS, Sampler
 from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
@@ -56,12 +62,6 @@ from speechbrain_elbo.spectral import (
     crop_frames,
     pad_frames,
     peak_normalize,
-)
-from speechbrain_elbo.training import (
-    build_score_loss,
-    frame_multiple_of,
-    make_ema,
-    utterance_seed,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -428,14 +428,16 @@ def tweedie_si_sdr(model, sde, transform, spec, clean, args, generator):
 
 def sampled_scores(model, sde, transform, spec, clean, args, uid):
     _, y, frames, scale = spec
+    y = crop_frames(y, frames)  # the pipeline pads it again, alike
     scores = {}
     for name, steps in args.samplers:
         generator = generator_for(y.device, args, uid, SAMPLER_STREAM)
-        x_hat, nfe = Sampler(name, steps)(model, sde, y, generator=generator)
-        x_hat = crop_frames(x_hat, frames)
-        wav = transform.decode(x_hat, clean.shape[-1]) * scale
+        out = enhance_spectrogram(
+            model, sde, y, Sampler(name, steps), generator=generator
+        )
+        wav = transform.decode(out.stage1, clean.shape[-1]) * scale
         scores[f"{name}:{steps}"] = {
-            "nfe": nfe,
+            "nfe": out.nfe,
             **enhancement_scores(wav, clean),
         }
     return scores

@@ -181,13 +181,12 @@ def export_random(config, stages, folder):
 def make_input(path, seconds, block_seconds=10):
     """A noisy-speech-like test file, written in blocks (bounded memory)."""
     import numpy as np
-    import soundfile as sf
+
+    from speechbrain_elbo.fileio import AtomicAudioWriter
 
     rng = np.random.default_rng(0)
     total = int(round(seconds * SR))
-    with sf.SoundFile(
-        str(path), "w", samplerate=SR, channels=1, subtype="PCM_16"
-    ) as handle:
+    with AtomicAudioWriter(path, SR, "PCM_16") as handle:
         for start in range(0, total, block_seconds * SR):
             count = min(block_seconds * SR, total - start)
             t = (start + np.arange(count)) / SR
@@ -385,6 +384,7 @@ def memory_summary(rows, args):
 
 
 def benchmark(args):
+    from speechbrain_elbo.fileio import write_json_atomic
 
     own_work = not args.work and not args.from_json
     if not args.from_json:
@@ -451,7 +451,7 @@ def benchmark(args):
     if own_work:  # models and long input files: hundreds of MB
         shutil.rmtree(args.work, ignore_errors=True)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_json_atomic(args.json, rows, indent=1)
 
 
 # ---------------------------------------------------------------------------
@@ -460,7 +460,8 @@ def benchmark(args):
 def quality(args):
     import torch
 
-    from speechbrain_elbo.demo import enhance_two_stage, load_test_items
+    from speechbrain_elbo.demo.data import load_test_items
+    from speechbrain_elbo.fileio import write_json_atomic
     from speechbrain_elbo.inference import DiffusionEnhancement
     from speechbrain_elbo.metrics import estoi, pesq_wb, si_sdr
 
@@ -486,7 +487,7 @@ def quality(args):
     for spec in args.quality_samplers:
         name, steps = spec.split(":")
         outs = [
-            enhance_two_stage(enhancer, noisy, name, int(steps), seed=k)
+            enhancer.enhance_stages(noisy, name, int(steps), seed=k)
             for k, (noisy, _) in enumerate(pairs)
         ]
         for system in systems:
@@ -529,7 +530,7 @@ def quality(args):
         + " ".join(args.quality_samplers)
     )
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_json_atomic(args.json, rows, indent=1)
 
 
 def main(argv=None):

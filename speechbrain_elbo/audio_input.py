@@ -7,10 +7,12 @@ network runs, and reported as an :class:`EnhancementInputError` (a
 - :func:`check_waveforms`: a batch of tensors (type, dtype, shape, relative
   lengths, too short, NaN/Inf, all zeros);
 - :func:`to_mono`: one waveform, channels first, mixed down on request;
-- :func:`audio_info`: an audio file (missing, unreadable, empty,
-  several channels);
+- :func:`check_audio_file`: an audio file (missing, unreadable, empty,
+  several channels), from its header
+  (:func:`speechbrain_elbo.fileio.audio_info`);
 - :func:`load_waveform`: a whole file as a mono tensor;
-- :class:`FileReader`: a file read block by block, for long files.
+- :class:`FileReader`: a file read block by block, for long files;
+- :func:`refuse_overwrite`: an output path that is the input file.
 
 Example
 -------
@@ -20,20 +22,23 @@ Traceback (most recent call last):
 speechbrain_elbo.audio_input.EnhancementInputError: ... all zeros, ...
 """
 
+import os
 import pathlib
 
 import soundfile as sf
 import torch
 
+from speechbrain_elbo.fileio import audio_info
 from speechbrain_elbo.spectral import sample_mask
 
 __all__ = [
     "EnhancementInputError",
     "check_waveforms",
     "to_mono",
-    "audio_info",
+    "check_audio_file",
     "load_waveform",
     "FileReader",
+    "refuse_overwrite",
 ]
 
 MIX_DOWN_HINT = "pass mix_down=True (command line: --mix-down)"
@@ -198,8 +203,8 @@ def to_mono(waveform, mix_down=False, what="The waveform"):
     return waveform
 
 
-def audio_info(path, mix_down=False, mix_down_hint=MIX_DOWN_HINT):
-    """``soundfile.info`` of an audio file that can be enhanced.
+def check_audio_file(path, mix_down=False, mix_down_hint=MIX_DOWN_HINT):
+    """The header of an audio file that can be enhanced.
 
     Arguments
     ---------
@@ -212,15 +217,24 @@ def audio_info(path, mix_down=False, mix_down_hint=MIX_DOWN_HINT):
 
     Returns
     -------
-    soundfile._SoundFileInfo
+    speechbrain_elbo.fileio.AudioInfo
+        ``(frames, sample_rate, channels)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    EnhancementInputError
+        If it is not audio, is empty, or has several channels without
+        ``mix_down``.
 
     Example
     -------
     >>> path = getfixture("tmp_path") / "stereo.wav"
     >>> sf.write(path, torch.ones(160, 2).numpy() / 2, 16000)
-    >>> audio_info(path, mix_down=True).channels
-    2
-    >>> audio_info(path, mix_down_hint="pass --mix-down")
+    >>> check_audio_file(path, mix_down=True)
+    AudioInfo(frames=160, sample_rate=16000, channels=2)
+    >>> check_audio_file(path, mix_down_hint="pass --mix-down")
     Traceback (most recent call last):
     ...
     speechbrain_elbo.audio_input.EnhancementInputError: ...stereo.wav has 2
@@ -230,10 +244,10 @@ def audio_info(path, mix_down=False, mix_down_hint=MIX_DOWN_HINT):
     if not path.is_file():
         raise FileNotFoundError(f"Input file {path} does not exist.")
     try:
-        info = sf.info(str(path))
-    except Exception as error:  # soundfile raises several types
+        info = audio_info(path)
+    except ValueError as error:
         raise EnhancementInputError(
-            f"{path} is not a readable audio file ({error})."
+            f"{path} is not a readable audio file ({error.__cause__ or error})."
         ) from error
     if info.frames == 0:
         raise EnhancementInputError(f"{path} is empty (no samples).")
@@ -267,7 +281,7 @@ def load_waveform(path, mix_down=False):
     tensor([0.5000, 0.5000, 0.5000])
     """
     path = pathlib.Path(path)
-    audio_info(path, mix_down)
+    check_audio_file(path, mix_down)
     data, _ = sf.read(str(path), dtype="float32", always_2d=True)
     data = torch.from_numpy(data)
     return data.mean(dim=1) if mix_down else data[:, 0]
@@ -337,3 +351,31 @@ class FileReader:
     def close(self):
         """Close the file."""
         self.file.close()
+
+
+def refuse_overwrite(source, target):
+    """Raise if writing ``target`` would overwrite the input ``source``.
+
+    Catches the same path spelled differently and hard links.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmp_path")
+    >>> refuse_overwrite(tmp / "in.wav", tmp / "out.wav")
+    >>> refuse_overwrite(tmp / "in.wav", tmp / "." / "in.wav")
+    Traceback (most recent call last):
+    ...
+    speechbrain_elbo.audio_input.EnhancementInputError: The output ... is
+    the input file: refusing to overwrite the input; choose another output
+    path.
+    """
+    source = pathlib.Path(source).resolve()
+    target = pathlib.Path(target)
+    same = target.resolve() == source
+    if not same and target.exists():
+        same = os.path.samefile(source, target)
+    if same:
+        raise EnhancementInputError(
+            f"The output {target} is the input file: refusing to overwrite "
+            "the input; choose another output path."
+        )

@@ -1,15 +1,17 @@
-"""Stage-1 estimates cached on disk for training the refiner (METHOD.md s. 6).
+"""Stage-1 estimates cached on disk for training the refiner.
 
-The refinement model is trained on what the frozen stage-1 model produces at
-inference: the sampler output x_hat (compressed complex spectrogram of the
-whole utterance, with the noisy peak normalisation of inference). Sampling is
-the expensive part, so it is done once per utterance (and per stochastic
+The refinement model (docs/method.md, section 7) is trained on what the
+frozen stage-1 model produces at inference: the sampler output x_hat
+(compressed complex spectrogram of the whole utterance, with the noisy peak
+normalisation of inference), made by the one enhancement pipeline
+(:func:`speechbrain_elbo.pipeline.enhance_spectrogram`). Sampling is the
+expensive part, so it is done once per utterance (and per stochastic
 sample) and stored as ``<folder>/<split>/<id>.<k>.pt``. Generation
 
 - is resumable: existing files are kept, each file is written atomically;
 - is split across DDP ranks by utterance, with a barrier at the end;
 - is reproducible: sample k of an utterance uses the seed
-  :func:`~speechbrain_elbo.training.utterance_seed` ``(seed, id, k)`` when
+  :func:`~speechbrain_elbo.pipeline.utterance_seed` ``(seed, id, k)`` when
   ``batch_size`` is 1;
 - is tied to its settings (stage-1 checkpoint checksums, sampler, seed,
   transform) recorded in ``cache_info.json``: a cache made with other
@@ -28,7 +30,6 @@ Example
 """
 
 import json
-import os
 import pathlib
 
 import torch
@@ -46,7 +47,10 @@ from tqdm import tqdm
 
 from speechbrain_elbo.dataio import crop_start
 from speechbrain_elbo.dataprep.common import read_audio_checked
-from speechbrain_elbo.spectral import crop_frames, pad_frames, peak_normalize
+from speechbrain_elbo.fileio import atomic_path, write_json_atomic
+from speechbrain_elbo.model_card import sampler_config, transform_config
+from speechbrain_elbo.pipeline import enhance_spectrogram, utterance_seed
+from speechbrain_elbo.spectral import crop_frames, peak_normalize
 
 logger = get_logger(__name__)
 
@@ -115,11 +119,8 @@ class Stage1Cache:
 
     def save(self, split, uid, sample, x_hat):
         """Store one estimate (complex (1, F, T)) atomically."""
-        path = self.path(split, uid, sample)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(x_hat.detach().to("cpu", torch.complex64).clone(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.path(split, uid, sample), suffix=".pt") as tmp:
+            torch.save(x_hat.detach().to("cpu", torch.complex64).clone(), tmp)
 
     def load(self, split, uid, sample):
         """One cached estimate, complex64 (1, F, T)."""
@@ -175,11 +176,15 @@ class Stage1Cache:
                 for old in self.folder.glob("*/*.pt"):
                     old.unlink()
                 logger.info(f"Regenerating the stage-1 cache in {self.folder}.")
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{CACHE_INFO}.tmp"
-            tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
-            os.replace(tmp, self.folder / CACHE_INFO)
+            write_json_atomic(self.folder / CACHE_INFO, _sorted(settings))
         ddp_barrier()
+
+
+def _sorted(value):
+    """``value`` with every dict's keys in order (a stable, diffable file)."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    return value
 
 
 def cache_settings(stage1, seed, batch_size=1, frame_multiple=1):
@@ -188,7 +193,7 @@ def cache_settings(stage1, seed, batch_size=1, frame_multiple=1):
     Arguments
     ---------
     stage1 : types.SimpleNamespace
-        From :func:`speechbrain_elbo.training.load_enhancer_folder`.
+        From :func:`speechbrain_elbo.export.load_enhancer`.
     seed : int
         Base seed of the sampler noise.
     batch_size : int
@@ -209,23 +214,11 @@ def cache_settings(stage1, seed, batch_size=1, frame_multiple=1):
     >>> cache_settings(stage1, 0)["sampler"]
     {'name': 'pc', 'steps': 30, 'corrector_steps': 1, 'snr': 0.5}
     """
-    sampler = stage1.sampler
-    transform = stage1.transform
     return {
         "checksums": dict(stage1.checksums),
-        "sampler": {
-            "name": sampler.name,
-            "steps": int(sampler.steps),
-            "corrector_steps": int(sampler.corrector_steps),
-            "snr": float(sampler.snr),
-        },
+        "sampler": sampler_config(stage1.sampler),
         "sde": stage1.sde.describe(),
-        "transform": {
-            "n_fft": transform.n_fft,
-            "hop_length": transform.hop_length,
-            "alpha": transform.alpha,
-            "beta": transform.beta,
-        },
+        "transform": transform_config(stage1.transform),
         "seed": int(seed),
         "batch_size": int(batch_size),
         "frame_multiple": int(frame_multiple),
@@ -270,7 +263,7 @@ def generate_stage1_cache(
     manifest : str or pathlib.Path
         JSON manifest of the split (``noisy_wav`` and ``length`` per id).
     stage1 : types.SimpleNamespace
-        From :func:`speechbrain_elbo.training.load_enhancer_folder`.
+        From :func:`speechbrain_elbo.export.load_enhancer`.
     device : str
         Device of the stage-1 model.
     seed : int
@@ -282,8 +275,9 @@ def generate_stage1_cache(
         Utterances sampled at once (zero-padded to the longest).
     frame_multiple : int
         The spectrogram is zero-padded to a multiple of this many frames
-        for sampling, as at inference (``frame_multiple_of(score backbone,
-        refiner)``), and the estimate cropped back.
+        for sampling, as at inference (the caller passes
+        :func:`speechbrain_elbo.pipeline.frame_multiple_of` ``(score
+        backbone, refiner)``), and the estimate cropped back.
     precision : torch.dtype, optional
         Autocast dtype (e.g. ``torch.bfloat16``); None for float32.
     progress : bool
@@ -294,8 +288,6 @@ def generate_stage1_cache(
     int
         Number of estimates this rank wrote.
     """
-    from speechbrain_elbo.training import utterance_seed
-
     with open(manifest, encoding="utf-8") as handle:
         entries = json.load(handle)
     ids = sorted(entries, key=lambda u: (float(entries[u]["length"]), u))
@@ -313,7 +305,12 @@ def generate_stage1_cache(
         desc=f"stage-1 cache ({split})",
         disable=not (progress and if_main_process()),
     )
-    transform, sde, sampler = stage1.transform, stage1.sde, stage1.sampler
+    transform = stage1.transform
+    autocast = torch.autocast(
+        device_type=torch.device(device).type,
+        dtype=precision or torch.float32,
+        enabled=precision is not None,
+    )
     for sample, uids in bar:
         waves = [
             read_audio_checked(entries[u]["noisy_wav"], sample_rate)
@@ -330,16 +327,18 @@ def generate_stage1_cache(
             [w.numel() / longest for w in waves], device=device
         )
         noisy, _, _ = peak_normalize(noisy, None, lengths)
-        y, _ = pad_frames(transform.encode(noisy, lengths), frame_multiple)
         generator = torch.Generator(device=device).manual_seed(
             utterance_seed(seed, uids[0], sample)
         )
-        with torch.autocast(
-            device_type=torch.device(device).type,
-            dtype=precision or torch.float32,
-            enabled=precision is not None,
-        ):
-            x_hat, _ = sampler(stage1.score_model, sde, y, generator=generator)
+        x_hat = enhance_spectrogram(
+            stage1.score_model,
+            stage1.sde,
+            transform.encode(noisy, lengths),
+            stage1.sampler,
+            generator=generator,
+            frame_multiple=frame_multiple,
+            autocast=autocast,
+        ).stage1
         for index, (uid, wave) in enumerate(zip(uids, waves, strict=True)):
             frames = transform.num_frames(wave.numel())
             cache.save(split, uid, sample, crop_frames(x_hat[index], frames))

@@ -33,6 +33,8 @@ __all__ = [
     "crossfade_windows",
     "chunk_windows",
     "overlap_add",
+    "check_chunking",
+    "chunk_sizes",
     "chunk_layout",
     "chunk_groups",
     "process_in_chunks",
@@ -173,6 +175,68 @@ def overlap_add(chunks, hop):
         stride=(1, hop),
     )
     return folded.reshape(length)
+
+
+def check_chunking(chunk_seconds, overlap_seconds):
+    """Raise a ValueError unless the chunk settings are usable.
+
+    Example
+    -------
+    >>> check_chunking(10.0, 1.0)
+    >>> check_chunking(1.0, 0.75)
+    Traceback (most recent call last):
+    ...
+    ValueError: overlap_seconds (0.75) must be at most half of chunk_seconds...
+    """
+    if chunk_seconds <= 0 or overlap_seconds < 0:
+        raise ValueError(
+            "chunk_seconds must be > 0 and overlap_seconds >= 0, got "
+            f"{chunk_seconds} and {overlap_seconds}."
+        )
+    if 2 * overlap_seconds > chunk_seconds:
+        raise ValueError(
+            f"overlap_seconds ({overlap_seconds}) must be at most half "
+            f"of chunk_seconds ({chunk_seconds})."
+        )
+
+
+def chunk_sizes(chunk_seconds, overlap_seconds, sample_rate, hop, min_samples):
+    """Chunk and overlap lengths in samples, in whole hops of ``hop``.
+
+    Rounded to whole STFT hops, every chunk starts on the frame grid of the
+    whole signal, so a chunk's inner frames are the whole signal's frames;
+    the overlap is at most half a chunk.
+
+    Arguments
+    ---------
+    chunk_seconds, overlap_seconds : float
+        Requested lengths (checked by :func:`check_chunking`).
+    sample_rate : int
+        Sample rate of the signal, in Hz.
+    hop : int
+        The STFT hop, in samples.
+    min_samples : int
+        Shortest chunk allowed.
+
+    Returns
+    -------
+    chunk, overlap : int
+
+    Example
+    -------
+    >>> chunk_sizes(1.0, 0.25, 16000, 128, 510)
+    (16000, 3968)
+    """
+    check_chunking(chunk_seconds, overlap_seconds)
+    chunk = hop * max(1, round(chunk_seconds * sample_rate / hop))
+    overlap = hop * round(overlap_seconds * sample_rate / hop)
+    overlap = min(overlap, chunk // (2 * hop) * hop)
+    if chunk < min_samples:
+        raise ValueError(
+            f"chunk_seconds={chunk_seconds} is shorter than the model's "
+            f"minimum input of {min_samples} samples."
+        )
+    return chunk, overlap
 
 
 def chunk_layout(num_samples, chunk, overlap):

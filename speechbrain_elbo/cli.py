@@ -206,18 +206,23 @@ def _load_model(args):
 
 def _plan(enhancer, pairs, mix_down, batch_size):
     """Group the inputs: batches of equal-length files, and single files."""
-    from speechbrain_elbo.audio_input import EnhancementInputError, audio_info
+    from speechbrain_elbo.audio_input import (
+        EnhancementInputError,
+        check_audio_file,
+    )
 
     chunk = int(round(enhancer.chunk_seconds * enhancer.sample_rate))
     groups = collections.defaultdict(list)
     singles = []
     for source, target in pairs:
         try:
-            info = audio_info(source, mix_down, mix_down_hint="pass --mix-down")
+            info = check_audio_file(
+                source, mix_down, mix_down_hint="pass --mix-down"
+            )
         except EnhancementInputError as error:
             # the command's one-line messages end without a full stop
             raise CommandError(str(error).rstrip(".")) from error
-        if info.samplerate == enhancer.sample_rate and info.frames <= chunk:
+        if info.sample_rate == enhancer.sample_rate and info.frames <= chunk:
             groups[info.frames].append((source, target))
         else:
             singles.append((source, target))
@@ -257,7 +262,7 @@ def _check_device(device):
 
 
 def _run(args):
-    from speechbrain_elbo.audio_output import write_audio_atomic
+    from speechbrain_elbo.fileio import write_audio_atomic
 
     if args.batch_size < 1:
         raise CommandError("--batch-size must be >= 1")

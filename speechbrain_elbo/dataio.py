@@ -13,7 +13,8 @@ import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.data_pipeline import provides, takes
 
-from speechbrain_elbo.dataprep.common import audio_info, read_audio_checked
+from speechbrain_elbo.dataprep.common import read_audio_checked
+from speechbrain_elbo.fileio import audio_info
 
 #: Crop of each split: "random" (training), "center" (validation) or None
 #: (whole file).

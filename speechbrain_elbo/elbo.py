@@ -1,4 +1,4 @@
-"""The negative ELBO of a score model and its three terms (METHOD.md s. 4).
+"""The negative ELBO of a score model and its three terms (docs/method.md §4).
 
 For one utterance with n = 2 F T real dimensions, in nats,
 

@@ -1,4 +1,10 @@
-"""Write a trained enhancer as a folder that ``from_hparams`` can load.
+"""Exported enhancer folders: written once, loaded by one function.
+
+:func:`export_enhancer` writes a trained enhancer as a folder that
+:meth:`speechbrain_elbo.inference.DiffusionEnhancement.from_hparams` loads;
+:func:`load_folder` is the one loader of such folders (``from_hparams``,
+:func:`load_enhancer` for the frozen stage 1 of a refiner, the bundling of
+packaged models and the export's own check all use it).
 
 The folder holds everything inference needs and nothing else:
 
@@ -10,13 +16,16 @@ The folder holds everything inference needs and nothing else:
   the checkpoint files. It also records the SHA-256 of each checkpoint, so
   that a corrupt file is detected at load time.
 - ``score_model.ckpt`` (and ``refiner.ckpt``): ``state_dict`` files.
-- ``model_card.md`` and ``model_card.json``: what the model is.
+- ``model_card.md`` and ``model_card.json``: what the model is
+  (:mod:`speechbrain_elbo.model_card`).
+
+``hyperparams.yaml`` names no path of the machine it was written on: its
+``pretrained_path`` is ``"."`` and the loader points it at the folder it
+loads, so the folder can be moved or copied.
 
 The folder is written atomically: everything goes into a temporary sibling
 folder, is loaded back once as a check, and only then replaces ``folder``
 by a rename. A reader sees the old folder or the new one, never a mix.
-
-Load it with :class:`speechbrain_elbo.inference.DiffusionEnhancement`.
 
 Example
 -------
@@ -32,28 +41,37 @@ Example
 >>> sorted(p.name for p in folder.iterdir())  # doctest: +NORMALIZE_WHITESPACE
 ['hyperparams.yaml', 'model_card.json', 'model_card.md',
  'score_model.ckpt']
+>>> load_enhancer(folder).sampler.steps
+30
 """
 
 import hashlib
-import inspect
 import json
-import math
 import os
 import pathlib
 import shutil
 import tempfile
-import uuid
-from typing import NamedTuple
+from types import SimpleNamespace
 
 import torch
 
-from speechbrain_elbo.version import __version__
+from speechbrain_elbo.fileio import replace_folder
+from speechbrain_elbo.model_card import (
+    HPARAMS_FILE,
+    REFINER_CKPT,
+    SCORE_CKPT,
+    Exported,
+    build_card,
+    card_markdown,
+    render_hyperparams,
+)
 
 __all__ = [
     "export_enhancer",
+    "load_folder",
+    "load_enhancer",
     "load_checkpoint",
     "file_sha256",
-    "module_config",
     "module_from_yaml",
     "ModelFolderError",
     "HPARAMS_FILE",
@@ -61,14 +79,23 @@ __all__ = [
     "REFINER_CKPT",
 ]
 
-HPARAMS_FILE = "hyperparams.yaml"
-SCORE_CKPT = "score_model.ckpt"
-REFINER_CKPT = "refiner.ckpt"
-FORMAT_VERSION = 1
+#: What a loaded ``hyperparams.yaml`` must define.
+REQUIRED_KEYS = (
+    "pretrainer",
+    "modules",
+    "sde",
+    "transform",
+    "sampler",
+    "sample_rate",
+)
 
 
-class ModelFolderError(RuntimeError):
-    """A model folder is incomplete, corrupt or inconsistent."""
+class ModelFolderError(RuntimeError, ValueError):
+    """A model folder is incomplete, corrupt or inconsistent.
+
+    A ``RuntimeError`` and a ``ValueError`` (bad input), so that a command
+    line that reports bad input in one line reports it too.
+    """
 
 
 def file_sha256(path, block_size=1 << 20):
@@ -142,54 +169,6 @@ def load_checkpoint(module, path):
         ) from error
 
 
-def module_config(module, what="module"):
-    """Import path and constructor arguments of a module, for the YAML.
-
-    The lobes of this package record their constructor keyword arguments
-    in a ``config`` attribute; this is what makes an export self-contained.
-
-    Arguments
-    ---------
-    module : object
-        An instance with a ``config`` dict attribute.
-    what : str
-        Its role, for error messages.
-
-    Returns
-    -------
-    qualname : str
-        ``"package.module.ClassName"``.
-    config : dict
-        Plain (YAML-writable) constructor arguments.
-
-    Example
-    -------
-    >>> net = torch.nn.Linear(2, 3)
-    >>> net.config = {"in_features": 2, "out_features": 3}
-    >>> module_config(net)  # doctest: +NORMALIZE_WHITESPACE
-    ('torch.nn.modules.linear.Linear',
-     {'in_features': 2, 'out_features': 3, 'bias': True, 'device': None,
-      'dtype': None})
-    """
-    cls = type(module)
-    if cls.__module__ in ("__main__", "builtins") or "<locals>" in (
-        cls.__qualname__
-    ):
-        raise ValueError(
-            f"The {what} is a {cls.__qualname__} defined in "
-            f"{cls.__module__}; an exported model must use a class that can "
-            "be imported from a module (e.g. speechbrain_elbo.lobes)."
-        )
-    config = getattr(module, "config", None)
-    if not isinstance(config, dict):
-        raise ValueError(
-            f"The {what} ({cls.__name__}) has no `config` dict of its "
-            "constructor arguments; the lobes of speechbrain_elbo set it. "
-            "Set module.config = dict(...) before exporting."
-        )
-    return f"{cls.__module__}.{cls.__name__}", _complete(cls, config, what)
-
-
 def module_from_yaml(path, key):
     r"""Build the module ``key`` of a HyperPyYAML file, ready to export.
 
@@ -236,287 +215,6 @@ def module_from_yaml(path, key):
     if not isinstance(getattr(module, "config", None), dict):
         module.config = {k: v for k, v in hparams.items() if k != key}
     return module
-
-
-def _complete(cls, config, what):
-    """The config in constructor order, with unset defaults written out.
-
-    Writing every default makes the YAML describe the network completely
-    and keeps it valid if a library default changes later.
-    """
-    try:
-        parameters = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return _plain(config, what)
-    complete = {}
-    for name, param in list(parameters.items())[1:]:
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        if name in config:
-            complete[name] = _plain(config[name], f"{what}.{name}")
-        elif param.default is not param.empty:
-            try:
-                complete[name] = _plain(param.default, f"{what}.{name}")
-            except ValueError:
-                continue  # an object default: the constructor supplies it
-    for name, value in config.items():
-        if name not in complete:
-            complete[name] = _plain(value, f"{what}.{name}")
-    return complete
-
-
-def _plain(value, where):
-    """Convert tuples, numpy and torch scalars to YAML-writable values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v, where) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where} is {value}, which cannot be exported.")
-        return float(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _plain(value.item(), where)
-    raise ValueError(
-        f"{where} = {value!r} ({type(value).__name__}) cannot be written to "
-        "hyperparams.yaml; constructor arguments must be numbers, strings, "
-        "booleans, None or lists of them."
-    )
-
-
-def _scalar(value):
-    # JSON is valid YAML flow style: quoted strings, [lists], true/null.
-    return json.dumps(value)
-
-
-def _block(header, qualname, kwargs, comment=None):
-    lines = [] if comment is None else [f"# {comment}"]
-    lines.append(f"{header}: !new:{qualname}")
-    for key, value in kwargs.items():
-        lines.append(f"    {key}: {_scalar(value)}")
-    return lines
-
-
-def _gns_config(gns):
-    if hasattr(gns, "config") and isinstance(gns.config, dict):
-        return module_config(gns, "noise schedule")
-    if hasattr(gns, "sigma_min") and hasattr(gns, "sigma_max"):
-        cls = type(gns)
-        return f"{cls.__module__}.{cls.__name__}", {
-            "sigma_min": float(gns.sigma_min),
-            "sigma_max": float(gns.sigma_max),
-        }
-    raise ValueError(
-        f"Cannot export the noise schedule {gns!r}: give it a `config` dict "
-        "of its constructor arguments."
-    )
-
-
-def _qualname(obj):
-    return f"{type(obj).__module__}.{type(obj).__name__}"
-
-
-def _transform_config(transform):
-    return {
-        "n_fft": int(transform.n_fft),
-        "hop_length": int(transform.hop_length),
-        "alpha": float(transform.alpha),
-        "beta": float(transform.beta),
-    }
-
-
-def _sampler_config(sampler):
-    return {
-        "name": sampler.name,
-        "steps": int(sampler.steps),
-        "corrector_steps": int(sampler.corrector_steps),
-        "snr": float(sampler.snr),
-    }
-
-
-class _Export(NamedTuple):
-    """What an export writes: the components and the checkpoint digests."""
-
-    backbone: torch.nn.Module
-    sde: object
-    transform: object
-    sampler: object
-    refiner: torch.nn.Module | None
-    sample_rate: int
-    checksums: dict
-    weights_dtype: str = "float32"
-
-
-def _render_hyperparams(pretrained_path, export):
-    backbone, sde, transform, sampler, refiner = export[:5]
-    sample_rate, checksums = export.sample_rate, export.checksums
-    backbone_cls, backbone_cfg = module_config(backbone, "score backbone")
-    gns_cls, gns_cfg = _gns_config(sde.gns)
-    lines = [
-        "# ############################################################",
-        "# Diffusion speech enhancement model (speechbrain_elbo)",
-        f"# Exported with speechbrain_elbo {__version__}.",
-        "# Load it with:",
-        "#   from speechbrain_elbo.inference import DiffusionEnhancement",
-        "#   enhancer = DiffusionEnhancement.from_hparams(source=FOLDER)",
-        "# ############################################################",
-        "",
-        f"format_version: {FORMAT_VERSION}",
-        "# Folder of the checkpoint files; from_hparams replaces it by the",
-        "# folder it loads from, so the folder can be moved.",
-        f"pretrained_path: {_scalar(str(pretrained_path))}",
-        f"sample_rate: {int(sample_rate)}",
-        "",
-    ]
-    lines += _block(
-        "transform",
-        _qualname(transform),
-        _transform_config(transform),
-        "Compressed complex STFT (METHOD.md s. 1)",
-    )
-    lines.append("")
-    lines += _block(
-        "gns", gns_cls, gns_cfg, "Gaussian noise schedule (METHOD.md s. 2)"
-    )
-    lines.append("")
-    lines.append("# Ornstein-Uhlenbeck variance-exploding SDE")
-    lines.append(f"sde: !new:{_qualname(sde)}")
-    lines.append("    gns: !ref <gns>")
-    for key in ("gamma", "t_eps", "T"):
-        lines.append(f"    {key}: {_scalar(float(getattr(sde, key)))}")
-    lines.append("")
-    lines += _block(
-        "sampler",
-        _qualname(sampler),
-        _sampler_config(sampler),
-        "Default sampler; every setting can be changed per call",
-    )
-    lines.append("")
-    lines += _block(
-        "score_backbone",
-        backbone_cls,
-        backbone_cfg,
-        "Score network backbone (EMA weights in " + SCORE_CKPT + ")",
-    )
-    if refiner is not None:
-        refiner_cls, refiner_cfg = module_config(refiner, "refiner")
-        lines.append("")
-        lines += _block(
-            "refiner",
-            refiner_cls,
-            refiner_cfg,
-            "Stage-2 refinement model (weights in " + REFINER_CKPT + ")",
-        )
-    names = ["score_model"] + ([] if refiner is None else ["refiner"])
-    sources = {"score_model": "score_backbone", "refiner": "refiner"}
-    files = {"score_model": SCORE_CKPT, "refiner": REFINER_CKPT}
-    lines += ["", "modules:"]
-    lines += [f"    {n}: !ref <{sources[n]}>" for n in names]
-    lines += [
-        "",
-        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
-        "    loadables:",
-    ]
-    lines += [f"        {n}: !ref <{sources[n]}>" for n in names]
-    lines.append("    paths:")
-    lines += [f"        {n}: !ref <pretrained_path>/{files[n]}" for n in names]
-    lines.append("    custom_hooks:")
-    lines += [
-        f"        {n}: !name:speechbrain_elbo.export.load_checkpoint"
-        for n in names
-    ]
-    lines += ["", "# SHA-256 of the checkpoint files, checked at load time"]
-    lines.append("checksums:")
-    lines += [
-        f"    {name}: {_scalar(digest)}" for name, digest in checksums.items()
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _module_card(module, what):
-    cls, config = module_config(module, what)
-    parameters = int(sum(p.numel() for p in module.parameters()))
-    return {"class": cls, "parameters": parameters, "config": config}
-
-
-def _card(model_card, export):
-    card = {
-        "format_version": FORMAT_VERSION,
-        "speechbrain_elbo_version": __version__,
-        "sample_rate": int(export.sample_rate),
-        "stages": 1 if export.refiner is None else 2,
-        "sde": export.sde.describe(),
-        "transform": _transform_config(export.transform),
-        "default_sampler": _sampler_config(export.sampler),
-        "score_backbone": _module_card(export.backbone, "score backbone"),
-        "files": export.checksums,
-        "weights_dtype": export.weights_dtype,
-    }
-    if export.refiner is not None:
-        card["refiner"] = _module_card(export.refiner, "refiner")
-    if model_card:
-        card["model_card"] = _plain(dict(model_card), "model_card")
-    return card
-
-
-def _card_items(mapping, depth=0):
-    """Markdown bullets of a card mapping, nested mappings indented."""
-    lines = []
-    for key, value in mapping.items():
-        head = f"{'  ' * depth}- **{key}**:"
-        if isinstance(value, dict) and value:
-            lines.append(head)
-            lines += _card_items(value, depth + 1)
-        else:
-            lines.append(f"{head} {value}")
-    return lines
-
-
-def _card_markdown(card):
-    lines = ["# Diffusion speech enhancement model", ""]
-    user = card.get("model_card", {})
-    lines += _card_items(user)
-    if user:
-        lines.append("")
-    stages = "two stages (diffusion, then refiner)"
-    if card["stages"] == 1:
-        stages = "one stage (diffusion)"
-    sampler = card["default_sampler"]
-    lines += [
-        f"- Pipeline: {stages}",
-        f"- Sample rate: {card['sample_rate']} Hz",
-        f"- SDE: {card['sde']}",
-        f"- Spectral transform: {card['transform']}",
-        f"- Default sampler: {sampler}",
-        f"- Score backbone: {card['score_backbone']['class']}, "
-        f"{card['score_backbone']['parameters']:,} parameters",
-    ]
-    if "refiner" in card:
-        lines.append(
-            f"- Refiner: {card['refiner']['class']}, "
-            f"{card['refiner']['parameters']:,} parameters"
-        )
-    lines += [
-        f"- Exported with speechbrain_elbo {card['speechbrain_elbo_version']}",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from speechbrain_elbo.inference import DiffusionEnhancement",
-        'enhancer = DiffusionEnhancement.from_hparams(source="THIS_FOLDER")',
-        'enhancer.enhance_file("noisy.wav", "enhanced.wav", seed=0)',
-        "```",
-        "",
-        "## Files",
-        "",
-    ]
-    for name, digest in card["files"].items():
-        lines.append(f"- `{name}`: SHA-256 `{digest}`")
-    return "\n".join(lines) + "\n"
 
 
 def _save_state(module, path, weights_dtype=torch.float32):
@@ -583,13 +281,7 @@ def _check_components(score_backbone, sde, transform, sampler, refiner):
 
 def _verify(tmp, sample_rate):
     """Load the freshly written folder once, strictly, from ``tmp``."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    with open(tmp / HPARAMS_FILE, encoding="utf-8") as handle:
-        hparams = load_hyperpyyaml(handle, {"pretrained_path": str(tmp)})
-    pretrainer = hparams["pretrainer"]
-    pretrainer.collect_files(default_source=str(tmp))
-    pretrainer.load_collected()
+    hparams = load_folder(tmp)
     if int(hparams["sample_rate"]) != int(sample_rate):
         raise ModelFolderError("sample_rate did not survive the export.")
 
@@ -665,7 +357,7 @@ def export_enhancer(
         if refiner is not None:
             _save_state(refiner, tmp / REFINER_CKPT, store)
             checksums[REFINER_CKPT] = file_sha256(tmp / REFINER_CKPT)
-        export = _Export(
+        export = Exported(
             score_backbone,
             sde,
             transform,
@@ -675,33 +367,225 @@ def export_enhancer(
             checksums,
             weights_dtype,
         )
-        text = _render_hyperparams(folder, export)
+        text = render_hyperparams(export)
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
-        card = _card(model_card, export)
+        card = build_card(export, model_card)
         (tmp / "model_card.json").write_text(
             json.dumps(card, indent=2) + "\n", encoding="utf-8"
         )
         (tmp / "model_card.md").write_text(
-            _card_markdown(card), encoding="utf-8"
+            card_markdown(card), encoding="utf-8"
         )
         _verify(tmp, sample_rate)
-        _replace_folder(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
 
 
-def _replace_folder(tmp, folder):
-    """Rename ``tmp`` to ``folder``; an existing ``folder`` is swapped out."""
-    if not folder.exists():
-        os.rename(tmp, folder)
-        return
-    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(folder, old)
+def _yaml_of(folder, hparams_file, overrides):
+    """The loaded ``hyperparams.yaml``, ``pretrained_path`` set to folder."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    hparams_path = folder / hparams_file
+    if not hparams_path.is_file():
+        raise FileNotFoundError(
+            f"{hparams_path} is missing: {folder} is not an exported model "
+            "folder (export it with export_enhancer)."
+        )
+    overrides = dict(overrides or {})
+    if "pretrained_path" in overrides:
+        raise ValueError(
+            "overrides may not set pretrained_path: the loader points it at "
+            "the folder it loads; pass that folder as the source instead."
+        )
+    overrides["pretrained_path"] = str(folder)
     try:
-        os.rename(tmp, folder)
-    except BaseException:
-        os.rename(old, folder)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        with open(hparams_path, encoding="utf-8") as handle:
+            hparams = load_hyperpyyaml(handle, overrides)
+    except Exception as error:
+        raise ModelFolderError(
+            f"{hparams_path} cannot be loaded ({type(error).__name__}: "
+            f"{error}). The file is corrupt or was written by an "
+            "incompatible version; export the model again."
+        ) from error
+    for key in REQUIRED_KEYS:
+        if key not in hparams:
+            raise ModelFolderError(
+                f"{hparams_path} defines no {key!r}: it was not written "
+                "by export_enhancer; export the model again."
+            )
+    if "score_model" not in hparams["modules"]:
+        raise ModelFolderError(
+            f"{hparams_path} defines no module 'score_model': it was not "
+            "written by export_enhancer; export the model again."
+        )
+    return hparams
+
+
+def _check_files(folder, hparams, hparams_file, verify_checksums):
+    """Every checkpoint present and, optionally, matching its SHA-256."""
+    pretrainer = hparams["pretrainer"]
+    for name, path in pretrainer.paths.items():
+        if pretrainer.is_loadable(name) and not pathlib.Path(path).is_file():
+            raise FileNotFoundError(
+                f"Checkpoint file {path} (module {name!r}) is missing "
+                f"from {folder}; copy the whole exported folder."
+            )
+    if not verify_checksums:
+        return
+    for filename, digest in (hparams.get("checksums") or {}).items():
+        path = folder / filename
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Checkpoint file {path} is missing from {folder}; copy "
+                "the whole exported folder."
+            )
+        if file_sha256(path) != str(digest):
+            raise ModelFolderError(
+                f"Checkpoint file {path} is corrupt: its SHA-256 does not "
+                f"match the one recorded in {hparams_file}. Copy or export "
+                "the model again."
+            )
+
+
+def load_folder(
+    source,
+    hparams_file=HPARAMS_FILE,
+    overrides=None,
+    savedir=None,
+    local_strategy=None,
+    verify_checksums=True,
+):
+    """Load an exported folder: its hyperparameters, weights loaded.
+
+    ``hyperparams.yaml`` is loaded with ``pretrained_path`` pointing at
+    the folder (so a moved folder loads), its keys are checked, every
+    checkpoint must be present and match the SHA-256 recorded at export,
+    and the SpeechBrain ``Pretrainer`` of the file loads the weights
+    strictly (:func:`load_checkpoint`), with no network access. Each
+    problem is one error that names the file and the fix.
+
+    Arguments
+    ---------
+    source : str or pathlib.Path
+        A local folder written by :func:`export_enhancer`.
+    hparams_file : str
+        Name of the hyperparameter file in the folder.
+    overrides : dict, optional
+        HyperPyYAML overrides, e.g. ``{"sampler": ...}``
+        (``pretrained_path`` is the loader's).
+    savedir : str or pathlib.Path, optional
+        Where SpeechBrain links (or copies, see ``local_strategy``) the
+        files, renewed on every load. Default None: the files are read
+        where they are.
+    local_strategy : speechbrain.utils.fetching.LocalStrategy, optional
+        How files are brought into ``savedir`` (default: symlinks).
+    verify_checksums : bool
+        Check each checkpoint against the SHA-256 recorded at export.
+
+    Returns
+    -------
+    dict
+        The loaded hyperparameters (``modules``, ``sde``, ``transform``,
+        ``sampler``, ``sample_rate``, ``checksums``, ``savedir``...), the
+        networks holding the exported weights.
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing folder, ``hyperparams.yaml`` or checkpoint.
+    ModelFolderError
+        A corrupt or foreign ``hyperparams.yaml`` or checkpoint.
+
+    Example
+    -------
+    >>> load_folder(getfixture("tmp_path") / "nowhere")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: Model folder .../nowhere does not exist (or is not a
+    folder). ...
+    """
+    from speechbrain.utils.fetching import FetchConfig, LocalStrategy, fetch
+
+    folder = pathlib.Path(source).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Model folder {source} does not exist (or is not a folder). "
+            "Exported folders are loaded from the local disk: pass a "
+            "folder written by speechbrain_elbo.export.export_enhancer "
+            "(download hub models first)."
+        )
+    folder = folder.absolute()
+    hparams = _yaml_of(folder, hparams_file, overrides)
+    _check_files(folder, hparams, hparams_file, verify_checksums)
+    hparams["savedir"] = savedir
+    if savedir is not None:
+        pathlib.Path(savedir).mkdir(parents=True, exist_ok=True)
+    strategy = local_strategy or LocalStrategy.SYMLINK
+    # Re-link on every load (a reused savedir must not serve stale
+    # files); nothing is fetched from the network.
+    fetch_config = FetchConfig(overwrite=True, allow_network=False)
+    pretrainer = hparams["pretrainer"]
+    pretrainer.set_collect_in(savedir)
+    pretrainer.collect_files(
+        default_source=str(folder),
+        local_strategy=strategy,
+        fetch_config=fetch_config,
+    )
+    if savedir is not None:
+        fetch(
+            hparams_file,
+            source=str(folder),
+            savedir=savedir,
+            local_strategy=strategy,
+            fetch_config=fetch_config,
+        )
+    pretrainer.load_collected()
+    return hparams
+
+
+def load_enhancer(folder, device="cpu"):
+    """The networks of an exported folder, frozen, as plain objects.
+
+    :func:`load_folder` with its defaults; the score model is built and
+    everything is put on ``device`` in eval mode, without gradients (the
+    frozen stage 1 of a refiner, a model to repack).
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        The exported model folder.
+    device : str
+        Where to put the networks.
+
+    Returns
+    -------
+    types.SimpleNamespace
+        ``score_model`` (a frozen :class:`~speechbrain_elbo.score.ScoreModel`
+        in eval mode), ``backbone``, ``sde``, ``transform``, ``sampler``,
+        ``refiner`` (or None), ``sample_rate``, ``checksums`` and
+        ``folder``.
+    """
+    from speechbrain_elbo.score import ScoreModel
+
+    hparams = load_folder(folder)
+    modules = hparams["modules"]
+    backbone = modules["score_model"].to(device).eval()
+    score_model = ScoreModel(backbone, hparams["sde"]).to(device).eval()
+    score_model.requires_grad_(False)
+    refiner = modules.get("refiner")
+    if refiner is not None:
+        refiner = refiner.to(device).eval().requires_grad_(False)
+    return SimpleNamespace(
+        score_model=score_model,
+        backbone=backbone,
+        sde=hparams["sde"],
+        transform=hparams["transform"],
+        sampler=hparams["sampler"],
+        refiner=refiner,
+        sample_rate=int(hparams["sample_rate"]),
+        checksums=dict(hparams.get("checksums") or {}),
+        folder=pathlib.Path(folder).expanduser().absolute(),
+    )

@@ -10,18 +10,23 @@ alone, or both stages). It enhances
 - audio files, streamed from disk chunk by chunk and written atomically
   (:meth:`DiffusionEnhancement.enhance_file`).
 
-The pipeline is that of METHOD.md: peak normalisation by the noisy peak,
-compressed complex STFT, frame padding to the backbone's multiple, reverse
-diffusion (predictor-corrector or probability-flow ODE), optional
-refinement, cropping, inverse STFT and de-normalisation. Sampler, number of
-steps, corrector, refiner and seed can be chosen per call; the same seed
-gives the same output on the same device.
+(The last two come from :class:`speechbrain_elbo.long_audio.LongAudioMixin`.)
 
-The interface delegates the jobs around it: the overlapping-chunk split and
+The enhancement itself is :mod:`speechbrain_elbo.pipeline`, the one
+pipeline of the package (docs/method.md, sections 1, 5 and 7): peak
+normalisation by the noisy peak, compressed complex STFT, frame padding to
+the networks' multiple, reverse diffusion (predictor-corrector or
+probability-flow ODE), optional refinement of the same sample, cropping,
+inverse STFT and de-normalisation. Sampler, number of steps, corrector,
+refiner and seed can be chosen per call; the same seed gives the same
+output on the same device. :meth:`DiffusionEnhancement.enhance_stages`
+returns both stages of one sample.
+
+The interface delegates the jobs around it: loading the folder to
+:func:`speechbrain_elbo.export.load_folder`, the overlapping-chunk split and
 cross-fade join to :mod:`speechbrain_elbo.chunking`, input checks and
 loading to :mod:`speechbrain_elbo.audio_input`, atomic writing to
-:mod:`speechbrain_elbo.audio_output`. The public names of those modules
-that this one has always exported are still importable from here.
+:mod:`speechbrain_elbo.fileio`.
 
 Example
 -------
@@ -45,58 +50,28 @@ Example
 """
 
 import logging
-import math
-import pathlib
-from typing import NamedTuple
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
-from speechbrain.utils.fetching import FetchConfig, LocalStrategy
+from speechbrain.utils.fetching import LocalStrategy
 
 from speechbrain_elbo.audio_input import (
     EnhancementInputError,
-    FileReader,
-    audio_info,
     check_waveforms,
-    load_waveform,
-    to_mono,
 )
-from speechbrain_elbo.audio_output import (
-    AtomicAudioWriter,
-    refuse_overwrite,
-    write_audio_atomic,
-)
-from speechbrain_elbo.chunking import (
-    TensorReader,
-    chunk_layout,
-    chunk_windows,
-    crossfade_windows,
-    overlap_add,
-    process_in_chunks,
-)
-from speechbrain_elbo.export import (
-    HPARAMS_FILE,
-    ModelFolderError,
-    file_sha256,
+from speechbrain_elbo.chunking import check_chunking, crossfade_windows
+from speechbrain_elbo.export import HPARAMS_FILE, ModelFolderError, load_folder
+from speechbrain_elbo.long_audio import LongAudioMixin, first_given
+from speechbrain_elbo.pipeline import (
+    enhance_spectrogram,
+    enhance_waveforms,
+    frame_multiple_of,
 )
 from speechbrain_elbo.sampling import SAMPLERS, Sampler
 from speechbrain_elbo.score import ScoreModel
-from speechbrain_elbo.spectral import (
-    crop_frames,
-    pad_frames,
-    peak_normalize,
-)
+from speechbrain_elbo.spectral import peak_normalize
 
-__all__ = [
-    "DiffusionEnhancement",
-    "EnhancementInputError",
-    "crossfade_windows",
-    "chunk_windows",
-    "overlap_add",
-    "chunk_layout",
-    "write_audio_atomic",
-    "SAMPLER_ALIASES",
-]
+__all__ = ["DiffusionEnhancement", "SAMPLER_ALIASES"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +79,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_ALIASES = {"ode": "heun"}
 
 
-class DiffusionEnhancement(Pretrained):
+class DiffusionEnhancement(LongAudioMixin, Pretrained):
     """Score-based (diffusion) speech enhancement from an exported folder.
 
     Load it with :meth:`from_hparams` from a folder written by
@@ -169,14 +144,16 @@ class DiffusionEnhancement(Pretrained):
         self.score_model = ScoreModel(self.mods.score_model, self.sde).eval()
         self.refiner = self.mods["refiner"] if "refiner" in self.mods else None
         self.chunk_seconds = float(
-            _first(chunk_seconds, hp.get("chunk_seconds"), 10.0)
+            first_given(chunk_seconds, hp.get("chunk_seconds"), 10.0)
         )
         self.overlap_seconds = float(
-            _first(overlap_seconds, hp.get("overlap_seconds"), 1.0)
+            first_given(overlap_seconds, hp.get("overlap_seconds"), 1.0)
         )
-        self.max_batch = int(_first(max_batch, hp.get("max_batch"), 1))
-        self.crossfade = _first(crossfade, hp.get("crossfade"), "raised_cosine")
-        self._check_chunking(self.chunk_seconds, self.overlap_seconds)
+        self.max_batch = int(first_given(max_batch, hp.get("max_batch"), 1))
+        self.crossfade = first_given(
+            crossfade, hp.get("crossfade"), "raised_cosine"
+        )
+        check_chunking(self.chunk_seconds, self.overlap_seconds)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}.")
         crossfade_windows(1, self.crossfade)  # validates the name
@@ -198,6 +175,9 @@ class DiffusionEnhancement(Pretrained):
     ):
         """Load an exported folder, with no network access.
 
+        :func:`speechbrain_elbo.export.load_folder` loads and checks the
+        folder (a clear error names a missing, corrupt or foreign file).
+
         Arguments
         ---------
         source : str or pathlib.Path
@@ -211,7 +191,8 @@ class DiffusionEnhancement(Pretrained):
             Where SpeechBrain links (or copies, see ``local_strategy``) the
             files. Default None: the files are read where they are.
         overrides : dict, optional
-            HyperPyYAML overrides, e.g. ``{"sampler": ...}``.
+            HyperPyYAML overrides, e.g. ``{"sampler": ...}``
+            (``pretrained_path`` is always the folder).
         local_strategy : speechbrain.utils.fetching.LocalStrategy
             How files are brought into ``savedir`` (symlink by default).
         verify_checksums : bool
@@ -224,86 +205,14 @@ class DiffusionEnhancement(Pretrained):
         -------
         DiffusionEnhancement
         """
-        from hyperpyyaml import load_hyperpyyaml
-
-        folder = pathlib.Path(source).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"Model folder {source} does not exist (or is not a folder). "
-                "DiffusionEnhancement loads local folders written by "
-                "speechbrain_elbo.export.export_enhancer; download hub "
-                "models first."
-            )
-        folder = folder.absolute()
-        hparams_path = folder / hparams_file
-        if not hparams_path.is_file():
-            raise FileNotFoundError(
-                f"{hparams_path} is missing: {folder} is not an exported "
-                "model folder (export it with export_enhancer)."
-            )
-        merged = {"pretrained_path": str(folder)}
-        merged.update(overrides or {})
-        try:
-            with open(hparams_path, encoding="utf-8") as handle:
-                hparams = load_hyperpyyaml(handle, merged)
-        except Exception as error:
-            raise ModelFolderError(
-                f"{hparams_path} cannot be loaded ({type(error).__name__}: "
-                f"{error}). The file is corrupt or was written by an "
-                "incompatible version; export the model again."
-            ) from error
-        for key in ("pretrainer", "modules", *cls.HPARAMS_NEEDED):
-            if key not in hparams:
-                raise ModelFolderError(
-                    f"{hparams_path} defines no {key!r}: it was not written "
-                    "by export_enhancer."
-                )
-        pretrainer = hparams["pretrainer"]
-        for name, path in pretrainer.paths.items():
-            if not pretrainer.is_loadable(name):
-                continue
-            if not pathlib.Path(path).is_file():
-                raise FileNotFoundError(
-                    f"Checkpoint file {path} (module {name!r}) is missing "
-                    f"from {folder}; copy the whole exported folder."
-                )
-        if verify_checksums:
-            for filename, digest in (hparams.get("checksums") or {}).items():
-                path = folder / filename
-                if not path.is_file():
-                    raise FileNotFoundError(
-                        f"Checkpoint file {path} is missing from {folder}; "
-                        "copy the whole exported folder."
-                    )
-                if file_sha256(path) != str(digest):
-                    raise ModelFolderError(
-                        f"Checkpoint file {path} is corrupt: its SHA-256 "
-                        f"does not match the one recorded in {hparams_file}. "
-                        "Copy or export the model again."
-                    )
-        hparams["savedir"] = savedir
-        if savedir is not None:
-            pathlib.Path(savedir).mkdir(parents=True, exist_ok=True)
-        # Re-link on every load (a reused savedir must not serve stale
-        # files); nothing is fetched from the network.
-        fetch_config = FetchConfig(overwrite=True, allow_network=False)
-        pretrainer.set_collect_in(savedir)
-        pretrainer.collect_files(
-            default_source=str(folder),
+        hparams = load_folder(
+            source,
+            hparams_file=hparams_file,
+            overrides=overrides,
+            savedir=savedir,
             local_strategy=local_strategy,
-            fetch_config=fetch_config,
+            verify_checksums=verify_checksums,
         )
-        if savedir is not None:
-            from speechbrain.utils.fetching import fetch
-
-            fetch(
-                hparams_file,
-                source=str(folder),
-                savedir=savedir,
-                local_strategy=local_strategy,
-                fetch_config=fetch_config,
-            )
-        pretrainer.load_collected()
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
 
     # -- settings ---------------------------------------------------------
@@ -386,19 +295,6 @@ class DiffusionEnhancement(Pretrained):
                 )
         return generator
 
-    @staticmethod
-    def _check_chunking(chunk_seconds, overlap_seconds):
-        if chunk_seconds <= 0 or overlap_seconds < 0:
-            raise ValueError(
-                "chunk_seconds must be > 0 and overlap_seconds >= 0, got "
-                f"{chunk_seconds} and {overlap_seconds}."
-            )
-        if 2 * overlap_seconds > chunk_seconds:
-            raise ValueError(
-                f"overlap_seconds ({overlap_seconds}) must be at most half "
-                f"of chunk_seconds ({chunk_seconds})."
-            )
-
     @property
     def min_samples(self):
         """Shortest input (in samples) the model accepts: one FFT window."""
@@ -433,22 +329,27 @@ class DiffusionEnhancement(Pretrained):
     def _enhance_normalized(
         self, wav, lengths, sampler, use_refiner, generator
     ):
-        """Enhance peak-normalised waveforms (B, L) already on the device."""
-        num_samples = wav.shape[-1]
-        y = self.transform.encode(wav, lengths)
-        multiple = int(getattr(self.mods.score_model, "frame_multiple", 1))
-        if use_refiner:
-            refine_multiple = int(getattr(self.refiner, "frame_multiple", 1))
-            multiple = math.lcm(multiple, refine_multiple)
-        y, num_frames = pad_frames(y, multiple)
-        with self.inference_ctx:
-            x, nfe = sampler(self.score_model, self.sde, y, generator=generator)
-            if use_refiner:
-                x = self.refiner(x, y)
-        x = crop_frames(x.to(torch.complex64), num_frames)
-        self.last_nfe = nfe
+        """Enhance peak-normalised waveforms (B, L) already on the device.
+
+        The spectrogram pass is
+        :func:`speechbrain_elbo.pipeline.enhance_spectrogram`, padded to the
+        frame multiple of the networks that run.
+        """
+        refiner = self.refiner if use_refiner else None
+        out = enhance_spectrogram(
+            self.score_model,
+            self.sde,
+            self.transform.encode(wav, lengths),
+            sampler,
+            refiner=refiner,
+            generator=generator,
+            frame_multiple=frame_multiple_of(self.mods.score_model, refiner),
+            autocast=self.inference_ctx,
+        )
+        self.last_nfe = out.nfe
         self.last_refined = use_refiner
-        return self.transform.decode(x, num_samples, lengths)
+        x = out.stage1 if refiner is None else out.refined
+        return self.transform.decode(x, wav.shape[-1], lengths)
 
     def enhance_batch(
         self,
@@ -516,332 +417,78 @@ class DiffusionEnhancement(Pretrained):
         """Same as :meth:`enhance_batch`."""
         return self.enhance_batch(noisy, lengths, **options)
 
-    def chunk_sizes(self, chunk_seconds=None, overlap_seconds=None):
-        """Chunk and overlap lengths in samples, in whole STFT hops.
+    def enhance_stages(self, noisy, sampler=None, steps=None, seed=0):
+        """Stage 1 and stage 1+2 of one waveform, from one stage-1 sample.
 
-        Both are rounded to multiples of the STFT hop so that every chunk
-        starts on the frame grid of the whole signal, and the overlap is at
-        most half a chunk.
+        :func:`speechbrain_elbo.pipeline.enhance_waveforms` run once, the
+        refiner applied to the same stage-1 sample (docs/method.md, section
+        7), padded for both networks. With the same ``seed``, ``"stage1+2"``
+        equals ``enhance_batch(noisy, seed=seed, use_refiner=True)``, and
+        ``"stage1"`` equals ``enhance_batch(..., use_refiner=False)``
+        whenever both networks have the same frame multiple (as the bundled
+        configurations do).
+
+        Arguments
+        ---------
+        noisy : torch.Tensor
+            One waveform (L,) at the model's sample rate.
+        sampler : str, optional
+            Sampler name; default that of the model.
+        steps : int, optional
+            Sampler steps; default that of the model.
+        seed : int
+            Seed of the sampler's generator.
+
+        Returns
+        -------
+        dict
+            ``"stage1"`` and, with a refiner, ``"stage1+2"`` (float32
+            waveforms (L,) on the CPU), ``"nfe"`` (score evaluations) and
+            ``"seconds"`` (wall time of ``"stage1"`` and of
+            ``"stage1+2"``, stage 1 included).
 
         Example
         -------
         >>> from speechbrain_elbo.sampling import Sampler
         >>> from speechbrain_elbo.sde import GeometricGNS, OUVESDE
         >>> from speechbrain_elbo.spectral import SpectralTransform
+        >>> class Zero(torch.nn.Module):
+        ...     def forward(self, x, t):
+        ...         return torch.zeros_like(x[:, :2])
         >>> enhancer = DiffusionEnhancement(
-        ...     modules={"score_model": torch.nn.Identity()},
+        ...     modules={"score_model": Zero(), "refiner": None},
         ...     hparams={"sde": OUVESDE(GeometricGNS()),
-        ...              "sampler": Sampler(), "sample_rate": 16000,
+        ...              "sampler": Sampler("euler", 3), "sample_rate": 16000,
         ...              "transform": SpectralTransform()},
         ...     run_opts={"device": "cpu"})
-        >>> enhancer.chunk_sizes(1.0, 0.25)
-        (16000, 3968)
+        >>> out = enhancer.enhance_stages(torch.randn(2000), steps=2)
+        >>> sorted(out), out["stage1"].shape, out["nfe"]
+        (['nfe', 'seconds', 'stage1'], torch.Size([2000]), 2)
         """
-        chunk_seconds = _first(chunk_seconds, self.chunk_seconds)
-        overlap_seconds = _first(overlap_seconds, self.overlap_seconds)
-        self._check_chunking(chunk_seconds, overlap_seconds)
-        # Whole STFT hops: every chunk starts on the frame grid of the whole
-        # signal, so a chunk's inner frames are the whole signal's frames.
-        hop = int(self.transform.hop_length)
-        chunk = hop * max(1, round(chunk_seconds * self.sample_rate / hop))
-        overlap = hop * round(overlap_seconds * self.sample_rate / hop)
-        overlap = min(overlap, chunk // (2 * hop) * hop)
-        if chunk < self.min_samples:
-            raise ValueError(
-                f"chunk_seconds={chunk_seconds} is shorter than the model's "
-                f"minimum input of {self.min_samples} samples."
+        if torch.is_tensor(noisy) and noisy.dim() != 1:
+            raise EnhancementInputError(
+                f"enhance_stages takes one waveform (L,), got shape "
+                f"{tuple(noisy.shape)}; enhance batches with enhance_batch."
             )
-        return chunk, overlap
-
-    def _chunk_plan(
-        self,
-        chunk_seconds,
-        overlap_seconds,
-        max_batch,
-        crossfade,
-        progress,
-        sampler,
-        steps,
-        corrector_steps,
-        snr,
-        use_refiner,
-        seed,
-        generator,
-    ):
-        """The checked settings of a chunked call, before any audio is read."""
-        sampler = self.make_sampler(sampler, steps, corrector_steps, snr)
-        refine = self._use_refiner(use_refiner)
-        chunk, overlap = self.chunk_sizes(chunk_seconds, overlap_seconds)
-        max_batch = int(_first(max_batch, self.max_batch))
-        if max_batch < 1:
-            raise ValueError(
-                f"max_batch must be >= 1 (chunks enhanced together), got "
-                f"{max_batch}."
-            )
-        crossfade = _first(crossfade, self.crossfade)
-        crossfade_windows(1, crossfade)  # validates the name
-        if seed is not None and generator is not None:
-            raise ValueError("Pass either seed or generator, not both.")
-        return _ChunkPlan(
-            sampler,
-            refine,
-            seed,
-            generator,
-            chunk,
-            overlap,
-            max_batch,
-            crossfade,
-            progress,
-        )
-
-    def _enhance_stream(self, reader, scale, write, plan):
-        """Chunked enhancement of ``reader``'s signal, emitted via ``write``.
-
-        The signal is divided by ``scale`` (its peak) before enhancement
-        and the output multiplied back; see
-        :func:`speechbrain_elbo.chunking.process_in_chunks` for the chunks.
-        """
-
-        def enhance(chunks, lengths, first):
-            if plan.seed is not None:
-                # each group has its own seed: reproducible, and group 0 of
-                # a short signal is exactly enhance_batch with the same seed
-                gen = self._generator(plan.seed + first * 1_000_003, None)
-            else:
-                gen = self._generator(None, plan.generator)
-            wav = chunks.to(self.device, torch.float32) / scale
-            enhanced = self._enhance_normalized(
-                wav, lengths.to(self.device), plan.sampler, plan.refine, gen
-            )
-            return enhanced.to("cpu") * scale
-
-        count = chunk_layout(reader.num_samples, plan.chunk, plan.overlap)[0]
-        self.last_num_chunks = count
-        return process_in_chunks(
-            reader,
-            enhance,
-            write,
-            plan.chunk,
-            plan.overlap,
-            plan.max_batch,
-            plan.crossfade,
-            self.min_samples,
-            plan.progress,
-        )
-
-    def _enhance_to(
-        self, reader, scale, plan, output_filename=None, subtype=None
-    ):
-        """Enhance in chunks; return the waveform or write it atomically."""
+        plan = self.make_sampler(sampler, steps)
+        noisy, _ = self.check_waveforms(noisy)
         with torch.inference_mode():
-            if output_filename is None:
-                pieces = []
-                self._enhance_stream(reader, scale, pieces.append, plan)
-                return torch.cat(pieces)
-            with AtomicAudioWriter(
-                output_filename, self.sample_rate, subtype
-            ) as writer:
-                self._enhance_stream(reader, scale, writer.write, plan)
-            return output_filename
-
-    def _tensor_reader(self, waveform, sample_rate):
-        """A reader over a mono waveform at the model's rate, and its peak.
-
-        The waveform is resampled when ``sample_rate`` differs from the
-        model's, then checked.
-        """
-        with torch.inference_mode():
-            wav = waveform.detach().to("cpu", torch.float32)
-            wav = self._resample(wav, sample_rate, "enhance_long")
-            wav = self.check_waveforms(wav[None])[0][0]
-            return TensorReader(wav), float(wav.abs().max())
-
-    def enhance_long(
-        self,
-        waveform,
-        sample_rate=None,
-        mix_down=False,
-        chunk_seconds=None,
-        overlap_seconds=None,
-        max_batch=None,
-        crossfade=None,
-        progress=False,
-        sampler=None,
-        steps=None,
-        corrector_steps=None,
-        snr=None,
-        use_refiner=None,
-        seed=None,
-        generator=None,
-    ):
-        """Enhance one waveform of any length in overlapping chunks.
-
-        The whole signal is normalised by its own peak (not chunk by chunk,
-        which would make the level jump between chunks); chunks of
-        ``chunk_seconds`` overlapping by ``overlap_seconds`` are enhanced in
-        groups of ``max_batch`` and joined with cross-fades. A signal no
-        longer than one chunk is enhanced in one piece, exactly as
-        :meth:`enhance_batch` would with the same seed.
-
-        Arguments
-        ---------
-        waveform : torch.Tensor
-            Shape (L,), or (C, L) channels first with ``mix_down=True``.
-        sample_rate : int, optional
-            Sample rate of ``waveform``; another rate than the model's is
-            resampled (logged). The output is at the model's rate.
-        mix_down : bool
-            Average several channels to mono instead of refusing them.
-        chunk_seconds, overlap_seconds, max_batch, crossfade : optional
-            Chunking settings; default those of the interface.
-        progress : bool
-            Show a progress bar over chunk groups.
-        sampler, steps, corrector_steps, snr, use_refiner, seed, generator
-            As in :meth:`enhance_batch`. With a seed, chunk group k uses
-            seed ``seed + 1000003 k``.
-
-        Returns
-        -------
-        torch.Tensor
-            Enhanced waveform (L',) at the model's sample rate, on the
-            waveform's device.
-        """
-        plan = self._chunk_plan(
-            chunk_seconds,
-            overlap_seconds,
-            max_batch,
-            crossfade,
-            progress,
-            sampler,
-            steps,
-            corrector_steps,
-            snr,
-            use_refiner,
-            seed,
-            generator,
-        )
-        waveform = to_mono(waveform, mix_down)
-        reader, scale = self._tensor_reader(waveform, sample_rate)
-        return self._enhance_to(reader, scale, plan).to(waveform.device)
-
-    def enhance_file(
-        self,
-        path,
-        output_filename=None,
-        mix_down=False,
-        subtype=None,
-        chunk_seconds=None,
-        overlap_seconds=None,
-        max_batch=None,
-        crossfade=None,
-        progress=False,
-        sampler=None,
-        steps=None,
-        corrector_steps=None,
-        snr=None,
-        use_refiner=None,
-        seed=None,
-        generator=None,
-    ):
-        """Enhance an audio file; long files are streamed in chunks.
-
-        At the model's sample rate the file is read twice, block by block
-        (once for its peak, once chunk by chunk), and the output is written
-        as it is produced, so memory does not grow with the file's length.
-        A file at another sample rate is loaded whole and resampled
-        (logged).
-
-        Arguments
-        ---------
-        path : str or pathlib.Path
-            Input audio file (anything soundfile reads: WAV, FLAC, OGG...).
-        output_filename : str or pathlib.Path, optional
-            Where to write the enhanced audio (atomically: temporary file,
-            then rename); it may not be the input file. Without it the
-            enhanced waveform is returned.
-        mix_down : bool
-            Average several channels to mono instead of refusing them.
-        subtype : str, optional
-            soundfile subtype of the output (default 32-bit float WAV).
-        chunk_seconds, overlap_seconds, max_batch, crossfade, progress
-            As in :meth:`enhance_long`.
-        sampler, steps, corrector_steps, snr, use_refiner, seed, generator
-            As in :meth:`enhance_batch`.
-
-        Returns
-        -------
-        torch.Tensor or pathlib.Path
-            The enhanced waveform (L,) at the model's sample rate on the
-            CPU, or, with ``output_filename``, the path written.
-        """
-        path = pathlib.Path(path)
-        info = audio_info(path, mix_down)
-        if output_filename is not None:
-            output_filename = pathlib.Path(output_filename)
-            refuse_overwrite(path, output_filename)
-        plan = self._chunk_plan(
-            chunk_seconds,
-            overlap_seconds,
-            max_batch,
-            crossfade,
-            progress,
-            sampler,
-            steps,
-            corrector_steps,
-            snr,
-            use_refiner,
-            seed,
-            generator,
-        )
-        if info.samplerate != self.sample_rate:
-            waveform = self.load_waveform(path, mix_down)
-            reader, scale = self._tensor_reader(waveform, info.samplerate)
-            return self._enhance_to(
-                reader, scale, plan, output_filename, subtype
+            out = enhance_waveforms(
+                noisy.to(self.device, torch.float32),
+                self.transform,
+                self.score_model,
+                self.sde,
+                plan,
+                refiner=self.refiner,
+                generator=self._generator(seed, None),
+                frame_multiple=frame_multiple_of(
+                    self.mods.score_model, self.refiner
+                ),
+                autocast=self.inference_ctx,
             )
-        reader = FileReader(path, mix_down)
-        try:
-            if reader.num_samples < self.min_samples:
-                raise EnhancementInputError(
-                    f"{path} has {reader.num_samples} samples, fewer than "
-                    f"the {self.min_samples} the model needs: too short to "
-                    "enhance."
-                )
-            scale = reader.peak()
-            if scale == 0.0:
-                raise EnhancementInputError(
-                    f"{path} is all zeros: there is nothing to enhance."
-                )
-            return self._enhance_to(
-                reader, scale, plan, output_filename, subtype
-            )
-        finally:
-            reader.close()
-
-    def load_waveform(self, path, mix_down=False):
-        """A file as a mono float32 tensor (L,) at its own rate.
-
-        See :func:`speechbrain_elbo.audio_input.load_waveform`.
-        """
-        return load_waveform(path, mix_down)
-
-
-class _ChunkPlan(NamedTuple):
-    """Checked settings of a chunked enhancement call."""
-
-    sampler: Sampler
-    refine: bool
-    seed: int | None
-    generator: torch.Generator | None
-    chunk: int
-    overlap: int
-    max_batch: int
-    crossfade: str
-    progress: bool
-
-
-def _first(*values):
-    for value in values:
-        if value is not None:
-            return value
-    return None
+        self.last_nfe = out.nfe
+        self.last_refined = self.has_refiner
+        stages = {"stage1": out.stage1[0].cpu()}
+        if out.refined is not None:
+            stages["stage1+2"] = out.refined[0].cpu()
+        return {**stages, "nfe": out.nfe, "seconds": dict(out.seconds)}

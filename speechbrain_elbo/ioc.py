@@ -1,4 +1,4 @@
-"""Importance of Condition (IoC): how much x0_hat relies on y (METHOD.md s. 7).
+"""Importance of Condition (IoC): how much x0_hat uses y (docs/method.md §6).
 
     IoC(t) = |J_y|_F^2 / (|J_y|_F^2 + |J_x|_F^2),
     J_y = d x0_hat(x_t, y, t) / d y,   J_x = d x0_hat(x_t, y, t) / d x_t,

@@ -1,4 +1,7 @@
-"""Training losses of the score model, selectable by name (METHOD.md s. 4).
+"""Training losses of the two stages (docs/method.md, sections 4 and 7).
+
+Stage 1, the score model, has three losses selectable by name
+(:func:`build_score_loss`, docs/method.md, section 4).
 
 All three draw a diffusion time t and a noisy state x_t ~ q(x_t | x0, y),
 evaluate the score model once, and return a scalar averaged over complex bins
@@ -12,6 +15,9 @@ evaluate the score model once, and return a scalar averaged over complex bins
   is a constant, which keeps the variance down;
 - ``"data_prediction"``: |x0_hat - x0|^2 on the compressed spectrogram, with
   x0_hat the Tweedie estimate, plus an optional time-domain L1 term.
+
+Stage 2, the refiner, has the data-domain :class:`RefinementLoss`
+(docs/method.md, section 7).
 
 Example
 -------
@@ -36,6 +42,8 @@ __all__ = [
     "DataPredictionLoss",
     "LOSSES",
     "make_loss",
+    "build_score_loss",
+    "RefinementLoss",
     "masked_mean",
 ]
 
@@ -219,3 +227,127 @@ def make_loss(name, sde, **options):
             f"Unknown loss {name!r}; choose one of {sorted(LOSSES)}."
         )
     return LOSSES[name](sde, **options)
+
+
+def build_score_loss(
+    name,
+    sde,
+    transform=None,
+    importance_sampling=True,
+    time_l1_weight=0.0,
+):
+    """The stage-1 loss selected by name, with only its own options.
+
+    What the recipes' YAML files call (``loss_fn: !apply:...``): every option
+    is a YAML key, and one that does not apply to the chosen loss is an
+    error rather than silently ignored.
+
+    Arguments
+    ---------
+    name : str
+        ``"sigma2"``, ``"likelihood"`` or ``"data_prediction"``.
+    sde : speechbrain_elbo.sde.OUVESDE
+        The diffusion process.
+    transform : speechbrain_elbo.spectral.SpectralTransform, optional
+        Needed by ``"data_prediction"`` when ``time_l1_weight > 0``.
+    importance_sampling : bool
+        ``"likelihood"`` only: draw t uniformly in log SNR.
+    time_l1_weight : float
+        ``"data_prediction"`` only: weight of the waveform L1 term.
+
+    Returns
+    -------
+    callable
+        ``loss(score_model, x0, y, generator=None, mask=None)``.
+
+    Example
+    -------
+    >>> from speechbrain_elbo.sde import GeometricGNS, OUVESDE
+    >>> sde = OUVESDE(GeometricGNS())
+    >>> build_score_loss("likelihood", sde).importance_sampling
+    True
+    >>> build_score_loss("sigma2", sde, time_l1_weight=0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: time_l1_weight=0.5 only applies to loss 'data_prediction'...
+    """
+    if name != "data_prediction" and time_l1_weight:
+        raise ValueError(
+            f"time_l1_weight={time_l1_weight} only applies to loss "
+            f"'data_prediction', not {name!r}; set it to 0."
+        )
+    if name == "likelihood":
+        return make_loss(name, sde, importance_sampling=importance_sampling)
+    if name == "data_prediction":
+        return make_loss(
+            name, sde, time_l1_weight=time_l1_weight, transform=transform
+        )
+    return make_loss(name, sde)
+
+
+class RefinementLoss:
+    """Data-domain loss of the refinement model (docs/method.md, section 7).
+
+    ``spec_weight |r - x0|^2 + mag_weight (|r| - |x0|)^2`` averaged over the
+    valid complex bins of the compressed spectrograms, plus
+    ``time_weight`` times the mean absolute error of the decoded waveforms.
+
+    Arguments
+    ---------
+    transform : speechbrain_elbo.spectral.SpectralTransform
+        Decodes spectrograms for the time-domain term.
+    spec_weight : float
+        Weight of the compressed complex spectrogram MSE.
+    mag_weight : float
+        Weight of the compressed magnitude MSE.
+    time_weight : float
+        Weight of the waveform L1 term.
+
+    Example
+    -------
+    >>> from speechbrain_elbo.spectral import SpectralTransform
+    >>> loss = RefinementLoss(SpectralTransform(), 1.0, 1.0, 0.0)
+    >>> x0 = torch.ones(1, 1, 256, 4, dtype=torch.complex64)
+    >>> round(loss(x0 * 1j, x0).item(), 4)  # |i - 1|^2 = 2, same magnitude
+    2.0
+    """
+
+    def __init__(
+        self, transform, spec_weight=1.0, mag_weight=0.0, time_weight=0.0
+    ):
+        weights = {
+            "spec_weight": spec_weight,
+            "mag_weight": mag_weight,
+            "time_weight": time_weight,
+        }
+        for key, value in weights.items():
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0, got {value}.")
+        if not any(weights.values()):
+            raise ValueError(
+                "RefinementLoss needs at least one positive weight among "
+                "spec_weight, mag_weight and time_weight."
+            )
+        self.transform = transform
+        self.spec_weight = float(spec_weight)
+        self.mag_weight = float(mag_weight)
+        self.time_weight = float(time_weight)
+
+    def __call__(self, estimate, target, mask=None):
+        """Loss of complex (B, 1, F, T) spectrograms; mask (B, 1, 1, T)."""
+        loss = estimate.real.new_zeros(())
+        if self.spec_weight:
+            error = (estimate - target).abs().pow(2)
+            loss = loss + self.spec_weight * masked_mean(error, mask)
+        if self.mag_weight:
+            error = (estimate.abs() - target.abs()).pow(2)
+            loss = loss + self.mag_weight * masked_mean(error, mask)
+        if self.time_weight:
+            if mask is not None:
+                estimate, target = estimate * mask, target * mask
+            length = (target.shape[-1] - 1) * self.transform.hop_length
+            error = self.transform.decode(
+                estimate, length
+            ) - self.transform.decode(target, length)
+            loss = loss + self.time_weight * error.abs().mean()
+        return loss

@@ -1,4 +1,4 @@
-"""The analytic Gaussian oracle of METHOD.md s. 7.
+"""The analytic Gaussian oracle of docs/method.md §6.
 
 If x0 | y ~ CN(c y, s0^2 I) per bin, every quantity of the method has a
 closed form: the marginal x_t | y ~ CN(k_t y, V_t I) with

@@ -1,22 +1,22 @@
-"""The two stages of a recipe, whatever its corpus.
+"""The steps that the recipe scripts share, whatever their corpus.
 
-A recipe (``recipes/VoiceBank-DEMAND``, ``recipes/WHAMR``) differs from
-another only in how it prepares its corpus and in its YAML files, so its
-``train_score.py`` and ``train_refiner.py`` are one call each:
+Each script of a recipe (``recipes/*/train_score.py``, ``train_refiner.py``)
+shows its flow top to bottom, as SpeechBrain's own recipes do: arguments,
+DDP, YAML, experiment folder, data preparation on the main process,
+datasets, Brain (:mod:`speechbrain_elbo.brains`), ``fit``, ``evaluate``,
+``export``. What they would otherwise repeat lives here:
 
-- :func:`run_score_stage` (stage 1): load the YAML with the command-line
-  overrides, prepare the data, train the score model, test it, export it;
-- :func:`run_refiner_stage` (stage 2): the same, with the frozen stage 1,
-  its cached estimates (:mod:`speechbrain_elbo.cache`) and the refiner.
-
-Both take the corpus's preparation as a function of the loaded hparams that
-returns the manifests: :func:`voicebank_manifests` or
-:func:`whamr_manifests`. With ``--prepare_only`` on the command line a stage
-only prepares the data, with the same options as a full run (``run.sh``'s
-first step). When the YAML has ``test_bins`` (manifest field -> bin
-edges, e.g. the measured RT60 and DRR of the WHAMR! test rooms), the test
-also writes the per-bin means of its metrics to ``test_bins_csv``
-(:func:`write_test_bins`).
+- the command line: :func:`parse_arguments` (SpeechBrain's, plus
+  ``--overrides_file``), :func:`take_flag` (``--prepare_only``) and
+  :func:`stage_arguments` (which arguments of ``run.sh`` go to which stage,
+  for ``tools/stage_args.py``);
+- the data: :func:`voicebank_manifests`, :func:`whamr_manifests` (through
+  :func:`prepare_on_main`), :func:`score_datasets`, :func:`refiner_datasets`;
+- the Brain's arguments: :func:`brain_arguments`, :func:`fit_loader_arguments`;
+- stage 2: :func:`load_stage1` (the frozen export of stage 1) and
+  :func:`cache_stage1_estimates` (its estimates, generated once);
+- the results: :func:`write_test_bins` (test metrics per bin of a manifest
+  field) and :func:`model_card`.
 
 Example
 -------
@@ -27,13 +27,16 @@ Example
 ['test', 'train', 'valid']
 """
 
+import io
 import json
+import os
+import pathlib
 import sys
-from types import SimpleNamespace
 
+import ruamel.yaml
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml.comments import Tag
 from speechbrain.utils.distributed import (
     if_main_process,
     infer_device,
@@ -50,30 +53,36 @@ from speechbrain_elbo.cache import (
 from speechbrain_elbo.dataio import make_datasets
 from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
 from speechbrain_elbo.dataprep.whamr import prepare_whamr
+from speechbrain_elbo.export import load_enhancer
+from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.metrics import BIN_FIELDS, metric_bins
+from speechbrain_elbo.pipeline import frame_multiple_of
 from speechbrain_elbo.sampling import Sampler
-from speechbrain_elbo.training import (
-    RefinerBrain,
-    ScoreBrain,
-    frame_multiple_of,
-    load_enhancer_folder,
-    parse_arguments,
-    write_csv,
-)
 
 logger = get_logger(__name__)
 
 __all__ = [
+    "OVERRIDES_FLAG",
     "PREPARE_ONLY_FLAG",
     "PRECISIONS",
+    "parse_arguments",
+    "take_flag",
+    "stage_arguments",
     "prepare_on_main",
     "voicebank_manifests",
     "whamr_manifests",
-    "load_stage",
+    "score_datasets",
+    "refiner_datasets",
+    "brain_arguments",
+    "fit_loader_arguments",
+    "load_stage1",
+    "cache_stage1_estimates",
     "write_test_bins",
-    "run_score_stage",
-    "run_refiner_stage",
+    "model_card",
 ]
+
+#: Command-line flag: a YAML file of overrides (repeatable).
+OVERRIDES_FLAG = "--overrides_file"
 
 #: Command-line flag: prepare the data with the stage's options, then stop.
 PREPARE_ONLY_FLAG = "--prepare_only"
@@ -83,15 +92,251 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ---------------------------------------------------------------------------
-# Corpus preparation from a recipe's hparams
+# Command line
+# ---------------------------------------------------------------------------
+def _absolute_includes(node, folder):
+    """Rewrite relative ``!include:`` tags to absolute paths (in place)."""
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", None)
+    if value and value.startswith("!include:"):
+        target = value[len("!include:") :]
+        if not os.path.isabs(target):
+            absolute = os.path.normpath(os.path.join(folder, target))
+            node.yaml_set_ctag(Tag(suffix="!include:" + absolute))
+    if isinstance(node, dict):
+        for child in node.values():
+            _absolute_includes(child, folder)
+    elif isinstance(node, list):
+        for child in node:
+            _absolute_includes(child, folder)
+
+
+def _read_overrides_file(path):
+    yaml = ruamel.yaml.YAML()
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{OVERRIDES_FLAG} {path}: no such file. Give the path of a YAML "
+            "file of top-level overrides, e.g. "
+            "hparams/overrides/tiny_score.yaml."
+        )
+    with open(path, encoding="utf-8") as handle:
+        tree = yaml.load(handle)
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ValueError(
+            f"{path} must hold a mapping of overrides (key: value lines), "
+            f"got a {type(tree).__name__}."
+        )
+    for value in tree.values():
+        _absolute_includes(value, str(path.parent.absolute()))
+    return tree
+
+
+def parse_arguments(argv=None):
+    """SpeechBrain's ``parse_arguments`` plus ``--overrides_file PATH``.
+
+    An overrides file is a YAML mapping of top-level keys, applied before
+    the ``--key=value`` overrides of the command line (which win). Relative
+    ``!include:`` paths inside it are taken relative to the overrides file.
+    The flag may be repeated; later files win.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The script's command line; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    hparams_file : str
+    run_opts : dict
+        SpeechBrain's run options.
+    overrides : str
+        YAML overrides for ``load_hyperpyyaml``.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmp_path")
+    >>> _ = (tmp / "o.yaml").write_text("batch_size: 2\\nlr: 0.1\\n")
+    >>> _, opts, overrides = parse_arguments(
+    ...     ["h.yaml", "--overrides_file", str(tmp / "o.yaml"), "--lr=0.5"])
+    >>> print(overrides.strip())
+    batch_size: 2
+    lr: 0.5
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    files, rest, index = [], [], 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == OVERRIDES_FLAG:
+            if index + 1 >= len(argv):
+                raise ValueError(f"{OVERRIDES_FLAG} needs a file path.")
+            files.append(argv[index + 1])
+            index += 2
+            continue
+        if arg.startswith(OVERRIDES_FLAG + "="):
+            files.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        index += 1
+    hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    if not files:
+        return hparams_file, run_opts, overrides
+    yaml = ruamel.yaml.YAML()
+    merged = {}
+    for path in files:
+        merged.update(_read_overrides_file(path))
+    if overrides:
+        merged.update(yaml.load(overrides) or {})
+    stream = io.StringIO()
+    yaml.dump(merged, stream)
+    return hparams_file, run_opts, stream.getvalue()
+
+
+def take_flag(argv, flag):
+    """``argv`` (default ``sys.argv[1:]``) without a boolean ``flag``, and
+    whether the flag was there.
+
+    SpeechBrain's parser takes any ``--name`` for a YAML override; a flag of
+    the script itself (:data:`PREPARE_ONLY_FLAG`) is taken out first.
+
+    Example
+    -------
+    >>> take_flag(["h.yaml", "--prepare_only", "--lr=1"], PREPARE_ONLY_FLAG)
+    (['h.yaml', '--lr=1'], True)
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return [arg for arg in argv if arg != flag], flag in argv
+
+
+# ---------------------------------------------------------------------------
+# The driver: which command-line arguments belong to which stage
+# ---------------------------------------------------------------------------
+def _run_option_arities():
+    parser = sb.RunOptions._create_parser()
+    arities = {}
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--"):
+                arities[flag[2:]] = 0 if action.nargs == 0 else 1
+    return arities
+
+
+def _yaml_keys(path):
+    yaml = ruamel.yaml.YAML()
+    with open(path, encoding="utf-8") as handle:
+        tree = yaml.load(handle) or {}
+    return set(tree)
+
+
+def stage_arguments(args, hparams_file, other_files=()):
+    """The command-line arguments of a multi-stage run meant for one stage.
+
+    SpeechBrain run options (``--device``, ``--precision``...) go to every
+    stage; a ``--key=value`` override goes to the stages whose YAML file has
+    ``key``; ``--overrides_file`` goes everywhere. ``--STAGE.key=value``,
+    with STAGE the stem of a stage's YAML file (``score``, ``refiner``),
+    goes to that stage only and takes precedence there over ``--key``
+    (``--number_of_epochs=60 --refiner.number_of_epochs=10``). An override
+    that no stage knows is an error (a typo would otherwise be ignored).
+
+    Arguments
+    ---------
+    args : list of str
+        Extra arguments, ``--key=value`` or ``--key value``.
+    hparams_file : str
+        The YAML file of the stage.
+    other_files : sequence of str
+        The YAML files of the other stages.
+
+    Returns
+    -------
+    list of str
+        The arguments for this stage, in their original order.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmp_path")
+    >>> _ = (tmp / "a.yaml").write_text("lr: 1\\nloss: x\\n")
+    >>> _ = (tmp / "b.yaml").write_text("lr: 2\\n")
+    >>> args = ["--lr=3", "--loss", "y", "--device=cpu", "--noprogressbar"]
+    >>> stage_arguments(args, tmp / "b.yaml", [tmp / "a.yaml"])
+    ['--lr=3', '--device=cpu', '--noprogressbar']
+    >>> args = ["--lr=3", "--b.lr", "4", "--a.loss=z"]
+    >>> stage_arguments(args, tmp / "b.yaml", [tmp / "a.yaml"])
+    ['--lr', '4']
+    >>> stage_arguments(args, tmp / "a.yaml", [tmp / "b.yaml"])
+    ['--lr=3', '--loss=z']
+    >>> stage_arguments(["--lrr=3"], tmp / "b.yaml", [tmp / "a.yaml"])
+    Traceback (most recent call last):
+    ...
+    ValueError: --lrr is neither a SpeechBrain run option nor a key of ...
+    """
+    run_options = _run_option_arities()
+    run_options[OVERRIDES_FLAG[2:]] = 1
+    stage = pathlib.Path(hparams_file).stem
+    keys = {stage: _yaml_keys(hparams_file)}
+    for path in other_files:
+        keys[pathlib.Path(path).stem] = _yaml_keys(path)
+    mine = keys[stage]
+    everyone = set().union(*keys.values())
+    files = [str(hparams_file), *map(str, other_files)]
+    groups, index = [], 0  # (key or None for run options, prefixed, args)
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("--"):
+            raise ValueError(
+                f"Unexpected argument {arg!r}: overrides are --key=value."
+            )
+        name, has_value, value = arg[2:].partition("=")
+        if name in run_options:
+            arity = 0 if has_value else run_options[name]
+        else:
+            arity = 0 if has_value else 1
+        group = args[index : index + 1 + arity]
+        if len(group) < 1 + arity:
+            raise ValueError(f"{arg} needs a value.")
+        index += 1 + arity
+        if name in run_options:
+            groups.append((None, False, group))
+            continue
+        prefix, dot, key = name.rpartition(".")
+        if dot and prefix in keys:
+            if key not in keys[prefix]:
+                raise ValueError(
+                    f"--{name}: {key} is not a key of the {prefix} stage's "
+                    "YAML file; check the spelling."
+                )
+            if prefix == stage:
+                unprefixed = f"--{key}={value}" if has_value else f"--{key}"
+                groups.append((key, True, [unprefixed, *group[1:]]))
+            continue
+        if name not in everyone:
+            raise ValueError(
+                f"--{name} is neither a SpeechBrain run option nor a key of "
+                f"{files}; check the spelling."
+            )
+        if name in mine:
+            groups.append((name, False, group))
+    prefixed = {key for key, is_prefixed, _ in groups if is_prefixed}
+    selected = []
+    for key, is_prefixed, group in groups:
+        if key is None or is_prefixed or key not in prefixed:
+            selected.extend(group)
+    return selected
+
+
+# ---------------------------------------------------------------------------
+# Data
 # ---------------------------------------------------------------------------
 def prepare_on_main(prepare, hparams, **options):
     """Prepare a corpus on the main process; every process gets the manifests.
 
     ``prepare`` gets ``data_folder``, ``save_folder`` (the hparams'
     ``prep_folder``), ``sample_rate`` and ``skip_prep`` from the hparams,
-    plus ``options``. The other DDP processes wait, then get the manifest
-    paths from a second call with ``skip_prep=True``.
+    plus ``options``, through ``run_on_main``. The other DDP processes wait,
+    then get the manifest paths from a second call with ``skip_prep=True``.
 
     Arguments
     ---------
@@ -128,21 +373,11 @@ def prepare_on_main(prepare, hparams, **options):
 
 
 def voicebank_manifests(hparams):
-    """VoiceBank-DEMAND prepared with a recipe's hparams.
+    """VoiceBank-DEMAND prepared with a recipe's hparams: split -> manifest.
 
     :func:`prepare_on_main` with
     :func:`~speechbrain_elbo.dataprep.voicebank.prepare_voicebank` and the
     hparams' ``valid_speakers`` (the training speakers held out).
-
-    Arguments
-    ---------
-    hparams : dict
-        The recipe's hparams.
-
-    Returns
-    -------
-    dict
-        Split name -> manifest path.
 
     Example
     -------
@@ -157,22 +392,12 @@ def voicebank_manifests(hparams):
 
 
 def whamr_manifests(hparams):
-    """WHAMR! prepared with a recipe's hparams.
+    """WHAMR! prepared with a recipe's hparams: split -> manifest.
 
     :func:`prepare_on_main` with
     :func:`~speechbrain_elbo.dataprep.whamr.prepare_whamr` and the hparams'
     ``task`` (``dereverb`` or ``denoise_dereverb``), ``whamr_version``
     (``min`` or ``max``) and ``resample_8k``.
-
-    Arguments
-    ---------
-    hparams : dict
-        The recipe's hparams.
-
-    Returns
-    -------
-    dict
-        Split name -> manifest path.
 
     Example
     -------
@@ -190,79 +415,202 @@ def whamr_manifests(hparams):
     )
 
 
+def score_datasets(hparams, manifests):
+    """The datasets of stage 1, split name -> ``DynamicItemDataset``.
+
+    Random training crops, centred validation crops, whole test utterances:
+    :func:`~speechbrain_elbo.dataio.make_datasets` of the ``manifests``
+    with the hparams' ``crop_frames``, ``hop_length`` and ``sample_rate``.
+
+    Example
+    -------
+    >>> score_datasets({"crop_frames": 8, "hop_length": 128,
+    ...                 "sample_rate": 16000}, {})
+    {}
+    """
+    return make_datasets(
+        manifests,
+        crop_frames=hparams["crop_frames"],
+        hop_length=hparams["hop_length"],
+        sample_rate=hparams["sample_rate"],
+    )
+
+
+def refiner_datasets(hparams, manifests, stage1, cache):
+    """The datasets of stage 2, split name -> ``DynamicItemDataset``.
+
+    ``train`` and ``valid``: aligned crops of (cached stage-1 estimate,
+    noisy, clean) spectrograms from the ``cache`` of the frozen ``stage1``
+    (:func:`~speechbrain_elbo.cache.make_refiner_datasets`, with the
+    hparams' ``crop_frames`` and ``sample_rate``); ``test``: whole test
+    utterances of the ``manifests``, enhanced by the two stages when tested.
+    """
+    datasets = make_refiner_datasets(
+        {split: manifests[split] for split in ("train", "valid")},
+        cache,
+        stage1.transform,
+        crop_frames=hparams["crop_frames"],
+        sample_rate=hparams["sample_rate"],
+    )
+    test = make_datasets(
+        {"test": manifests["test"]},
+        hop_length=stage1.transform.hop_length,
+        sample_rate=hparams["sample_rate"],
+    )
+    return {**datasets, **test}
+
+
 # ---------------------------------------------------------------------------
-# Shared steps of the stages
+# The Brain's arguments
 # ---------------------------------------------------------------------------
-def load_stage(argv=None):
-    """Parse a stage's command line, join DDP and load its YAML.
+def brain_arguments(hparams, run_opts):
+    """A Brain's keyword arguments: the YAML's ``modules``, ``opt_class``
+    and ``checkpointer``, the hparams and the run options.
+
+    Example
+    -------
+    >>> sorted(brain_arguments({"modules": {}, "opt_class": None,
+    ...                         "checkpointer": None}, {}))
+    ['checkpointer', 'hparams', 'modules', 'opt_class', 'run_opts']
+    """
+    return {
+        "modules": hparams["modules"],
+        "opt_class": hparams["opt_class"],
+        "hparams": hparams,
+        "run_opts": run_opts,
+        "checkpointer": hparams["checkpointer"],
+    }
+
+
+def fit_loader_arguments(hparams):
+    """``train_loader_kwargs`` and ``valid_loader_kwargs`` of ``Brain.fit``
+    from the YAML's ``train_dataloader_opts`` and ``valid_dataloader_opts``.
+
+    Example
+    -------
+    >>> kwargs = fit_loader_arguments({"train_dataloader_opts": {"shuffle": 1},
+    ...                                "valid_dataloader_opts": {}})
+    >>> kwargs["train_loader_kwargs"], kwargs["valid_loader_kwargs"]
+    ({'shuffle': 1}, {})
+    """
+    return {
+        "train_loader_kwargs": hparams["train_dataloader_opts"],
+        "valid_loader_kwargs": hparams["valid_dataloader_opts"],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Stage 2: the frozen stage 1 and its cached estimates
+# ---------------------------------------------------------------------------
+def _device(run_opts):
+    return run_opts["device"] or infer_device()
+
+
+def load_stage1(hparams, run_opts):
+    """The frozen stage 1 of a refiner recipe, with its sampler.
+
+    :func:`speechbrain_elbo.export.load_enhancer` of the hparams'
+    ``stage1_folder`` on the run's device; ``stage1_steps`` (when not null)
+    changes the step count of its exported sampler, which enhances at
+    inference, in the cache and in the test.
 
     Arguments
     ---------
-    argv : list of str, optional
-        ``HPARAMS_FILE [--overrides_file F] [--key=value ...]
-        [--prepare_only]`` (default ``sys.argv[1:]``).
+    hparams : dict
+        The recipe's hparams.
+    run_opts : dict
+        SpeechBrain's run options (``device``).
 
     Returns
     -------
     types.SimpleNamespace
-        ``hparams_file``, ``run_opts``, ``overrides`` (YAML text),
-        ``hparams`` (loaded) and ``prepare_only`` (bool).
-
-    Example
-    -------
-    >>> path = getfixture("tmp_path") / "h.yaml"
-    >>> _ = path.write_text("lr: 0.1\\n")
-    >>> stage = load_stage([str(path), "--lr=0.5", "--prepare_only"])
-    >>> stage.hparams["lr"], stage.prepare_only
-    (0.5, True)
+        As :func:`~speechbrain_elbo.export.load_enhancer` returns.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prepare_only = PREPARE_ONLY_FLAG in argv
-    argv = [arg for arg in argv if arg != PREPARE_ONLY_FLAG]
-    hparams_file, run_opts, overrides = parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    return SimpleNamespace(
-        hparams_file=hparams_file,
-        run_opts=run_opts,
-        overrides=overrides,
-        hparams=hparams,
-        prepare_only=prepare_only,
-    )
+    stage1 = load_enhancer(hparams["stage1_folder"], _device(run_opts))
+    if hparams["stage1_steps"] is not None:
+        exported = stage1.sampler
+        stage1.sampler = Sampler(
+            exported.name,
+            steps=hparams["stage1_steps"],
+            corrector_steps=exported.corrector_steps,
+            snr=exported.snr,
+        )
+    return stage1
 
 
-def _start(stage, prepare):
-    """The experiment folder, then the data; None with ``--prepare_only``."""
-    hparams = stage.hparams
-    if stage.prepare_only:
-        prepare(hparams)
-        return None
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=stage.hparams_file,
-        overrides=stage.overrides,
-    )
-    return prepare(hparams)
+def cache_stage1_estimates(hparams, run_opts, stage1, manifests):
+    """Stage-1 estimates of the training and validation sets, made once.
 
-
-def write_test_bins(path, utterances, manifest, bins):
-    """Per-bin means of the per-utterance test scores, as a CSV file.
+    The cache in ``cache_folder`` (``samples_per_utterance`` stochastic
+    estimates per utterance) is tied to its settings (stage-1 checksums,
+    sampler, ``seed``, ``cache_batch_size``, padding); other settings are an
+    error unless ``regenerate_cache``. The spectrograms are padded for
+    sampling as the exported two-stage model pads them; the missing
+    estimates are split across DDP ranks, in ``--eval_precision``.
 
     Arguments
     ---------
-    path : str or pathlib.Path
-        The CSV to write (main process only), columns
-        :data:`~speechbrain_elbo.metrics.BIN_FIELDS`.
+    hparams : dict
+        The recipe's hparams (with the ``refiner``, for its padding).
+    run_opts : dict
+        SpeechBrain's run options.
+    stage1 : types.SimpleNamespace
+        The frozen stage 1 (:func:`load_stage1`).
+    manifests : dict
+        Split name -> manifest path.
+
+    Returns
+    -------
+    speechbrain_elbo.cache.Stage1Cache
+        The complete cache of ``train`` and ``valid``.
+    """
+    cache = Stage1Cache(
+        hparams["cache_folder"], hparams["samples_per_utterance"]
+    )
+    multiple = frame_multiple_of(stage1.backbone, hparams["refiner"])
+    settings = cache_settings(
+        stage1, hparams["seed"], hparams["cache_batch_size"], multiple
+    )
+    cache.claim(settings, regenerate=hparams["regenerate_cache"])
+    for split in ("train", "valid"):
+        generate_stage1_cache(
+            cache,
+            split,
+            manifests[split],
+            stage1,
+            device=_device(run_opts),
+            seed=hparams["seed"],
+            sample_rate=hparams["sample_rate"],
+            batch_size=hparams["cache_batch_size"],
+            frame_multiple=multiple,
+            precision=PRECISIONS[run_opts["eval_precision"]],
+            progress=not run_opts["noprogressbar"],
+        )
+    return cache
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+def write_test_bins(hparams, utterances, manifest):
+    """Per-bin means of the per-utterance test scores, as a CSV file.
+
+    With the hparams' ``test_bins`` (manifest field -> increasing bin edges,
+    see :func:`~speechbrain_elbo.metrics.metric_bins`), writes
+    ``test_bins_csv`` (main process only; columns
+    :data:`~speechbrain_elbo.metrics.BIN_FIELDS`). A field that no test
+    utterance has is skipped with a warning; empty ``test_bins`` write
+    nothing.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hparams.
     utterances : list of dict
         Per-utterance scores (``id``, ``system``, ``pesq``...), e.g. a
         Brain's ``test_utterances``.
     manifest : str or pathlib.Path
         The test manifest, whose entries hold the conditions.
-    bins : dict
-        Manifest field -> increasing bin edges (see
-        :func:`~speechbrain_elbo.metrics.metric_bins`). A field that no
-        test utterance has is skipped with a warning.
 
     Returns
     -------
@@ -276,11 +624,15 @@ def write_test_bins(path, utterances, manifest, bins):
     ...     '{"a": {"rt60": 0.3}, "b": {"rt60": 0.7}}')
     >>> scores = [{"id": "a", "system": "noisy", "pesq": 1.5},
     ...           {"id": "b", "system": "noisy", "pesq": 1.2}]
-    >>> rows = write_test_bins(tmp / "bins.csv", scores, tmp / "test.json",
-    ...                        {"rt60": [0.2, 0.6, 1.0]})
+    >>> hparams = {"test_bins": {"rt60": [0.2, 0.6, 1.0]},
+    ...            "test_bins_csv": tmp / "bins.csv"}
+    >>> rows = write_test_bins(hparams, scores, tmp / "test.json")
     >>> [(row["bin"], row["pesq"]) for row in rows]
     [('[0.2, 0.6)', 1.5), ('[0.6, 1)', 1.2)]
     """
+    bins = hparams["test_bins"]
+    if not bins:
+        return []
     with open(manifest, encoding="utf-8") as handle:
         entries = json.load(handle)
     rows = []
@@ -295,222 +647,56 @@ def write_test_bins(path, utterances, manifest, bins):
                 f"No test utterance of {manifest} has a {field!r} value, so "
                 f"there are no {field} bins. WHAMR! manifests get rt60 and "
                 "drr from data_folder/metadata/tt.csv (written by "
-                "speechbrain_elbo.dataprep.rooms); remove the field from "
+                "speechbrain_elbo.minidata.rooms); remove the field from "
                 "test_bins otherwise."
             )
         rows.extend(found)
-    write_csv(path, rows, BIN_FIELDS)
+    if if_main_process():
+        write_csv_atomic(
+            hparams["test_bins_csv"], rows, BIN_FIELDS, float_digits=4
+        )
     return rows
 
 
-def _test_bins(brain, hparams, manifest):
-    bins = hparams.get("test_bins")
-    if bins:
-        write_test_bins(
-            hparams["test_bins_csv"], brain.test_utterances, manifest, bins
-        )
-
-
-def _model_card(task, hparams, **fields):
-    return {"task": task.format_map(hparams), **fields}
-
-
-# ---------------------------------------------------------------------------
-# The stages
-# ---------------------------------------------------------------------------
-def run_score_stage(argv, prepare, task):
-    """Stage 1: train, test and export the score model.
+def model_card(task, hparams, stage1=None):
+    """The model card of an export: of stage 1, or of both stages.
 
     Arguments
     ---------
-    argv : list of str or None
-        The script's command line (default ``sys.argv[1:]``), see
-        :func:`load_stage`.
-    prepare : callable
-        ``prepare(hparams) -> manifests``, e.g. :func:`whamr_manifests`.
     task : str
-        What the model does, for its model card; ``{key}`` fields are
-        filled from the hparams (``"WHAMR! {task}"``).
-
-    Returns
-    -------
-    ScoreBrain or None
-        The Brain after its test and export (None with ``--prepare_only``).
+        What the model does; ``{key}`` fields are filled from the hparams
+        (``"WHAMR! {task}"``).
+    hparams : dict
+        The recipe's hparams (``loss`` of stage 1, ``epoch_counter``,
+        ``test_csv``).
+    stage1 : types.SimpleNamespace, optional
+        The frozen stage 1 of a two-stage export (its ``folder``).
 
     Example
     -------
-    >>> path = getfixture("tmp_path") / "h.yaml"
-    >>> _ = path.write_text("prep_folder: prepared\\n")
-    >>> run_score_stage([str(path), "--prep_folder=elsewhere",
-    ...                  "--prepare_only"], lambda h: print(h["prep_folder"]),
-    ...                 "demo")
-    elsewhere
+    >>> from speechbrain.utils.epoch_loop import EpochCounter
+    >>> hparams = {"task": "dereverb", "loss": "sigma2",
+    ...            "epoch_counter": EpochCounter(3), "test_csv": "r.csv"}
+    >>> model_card("WHAMR! {task}", hparams)["task"]
+    'WHAMR! dereverb'
+    >>> from types import SimpleNamespace
+    >>> model_card("x", hparams, SimpleNamespace(folder="s1"))["stage"]
+    '1+2 (score model and refiner)'
     """
-    stage = load_stage(argv)
-    manifests = _start(stage, prepare)
-    if manifests is None:
-        return None
-    hparams = stage.hparams
-    datasets = make_datasets(
-        manifests,
-        crop_frames=hparams["crop_frames"],
-        hop_length=hparams["hop_length"],
-        sample_rate=hparams["sample_rate"],
-    )
-    brain = ScoreBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=stage.run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"], test_loader_kwargs=hparams["test_dataloader_opts"]
-    )
-    _test_bins(brain, hparams, manifests["test"])
-    brain.export(
-        hparams["export_folder"],
-        model_card=_model_card(
-            task,
-            hparams,
-            stage="1 (score model)",
-            loss=hparams["loss"],
-            epoch=hparams["epoch_counter"].current,
-            test_results=hparams["test_csv"],
-        ),
-    )
-    return brain
-
-
-def run_refiner_stage(argv, prepare, task):
-    """Stage 2: cache stage-1 estimates, train, test and export the refiner.
-
-    The frozen stage 1 comes from ``stage1_folder`` with its exported
-    sampler (``stage1_steps`` changes its step count); its estimates of the
-    training and validation sets are generated once into ``cache_folder``
-    (resumable, split across DDP ranks; ``cache_only`` stops after them).
-    The test puts noisy / stage 1 / stage 1+2 side by side with the ELBO
-    terms, and the export holds both stages.
-
-    Arguments
-    ---------
-    argv : list of str or None
-        The script's command line (default ``sys.argv[1:]``), see
-        :func:`load_stage`.
-    prepare : callable
-        ``prepare(hparams) -> manifests``, e.g. :func:`whamr_manifests`.
-    task : str
-        What the model does, for its model card (``{key}`` fields filled
-        from the hparams).
-
-    Returns
-    -------
-    RefinerBrain or None
-        The Brain after its test and export (None with ``cache_only`` or
-        ``--prepare_only``).
-
-    Example
-    -------
-    >>> path = getfixture("tmp_path") / "h.yaml"
-    >>> _ = path.write_text("prep_folder: prepared\\n")
-    >>> run_refiner_stage([str(path), "--prepare_only"],
-    ...                   lambda h: print(h["prep_folder"]), "demo")
-    prepared
-    """
-    stage = load_stage(argv)
-    manifests = _start(stage, prepare)
-    if manifests is None:
-        return None
-    hparams, run_opts = stage.hparams, stage.run_opts
-
-    # The frozen stage 1, with the sampler used at inference.
-    device = run_opts["device"] or infer_device()
-    stage1 = load_enhancer_folder(hparams["stage1_folder"], device)
-    if hparams["stage1_steps"] is not None:
-        exported = stage1.sampler
-        stage1.sampler = Sampler(
-            exported.name,
-            steps=hparams["stage1_steps"],
-            corrector_steps=exported.corrector_steps,
-            snr=exported.snr,
-        )
-
-    # Stage-1 estimates of the training and validation sets, once.
-    cache = Stage1Cache(
-        hparams["cache_folder"], hparams["samples_per_utterance"]
-    )
-    # padded for sampling as the exported two-stage model will pad
-    multiple = frame_multiple_of(stage1.backbone, hparams["refiner"])
-    settings = cache_settings(
-        stage1, hparams["seed"], hparams["cache_batch_size"], multiple
-    )
-    cache.claim(settings, regenerate=hparams["regenerate_cache"])
-    for split in ("train", "valid"):
-        generate_stage1_cache(
-            cache,
-            split,
-            manifests[split],
-            stage1,
-            device=device,
-            seed=hparams["seed"],
-            sample_rate=hparams["sample_rate"],
-            batch_size=hparams["cache_batch_size"],
-            frame_multiple=multiple,
-            precision=PRECISIONS[run_opts["eval_precision"]],
-            progress=not run_opts["noprogressbar"],
-        )
-    if hparams["cache_only"]:
-        return None
-    datasets = make_refiner_datasets(
-        {split: manifests[split] for split in ("train", "valid")},
-        cache,
-        stage1.transform,
-        crop_frames=hparams["crop_frames"],
-        sample_rate=hparams["sample_rate"],
-    )
-    test_set = make_datasets(
-        {"test": manifests["test"]},
-        hop_length=stage1.transform.hop_length,
-        sample_rate=hparams["sample_rate"],
-    )["test"]
-
-    brain = RefinerBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-        stage1=stage1,
-    )
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        test_set,
-        decoder_fit_set=datasets["valid"],
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    _test_bins(brain, hparams, manifests["test"])
-    brain.export(
-        hparams["export_folder"],
-        model_card=_model_card(
-            task,
-            hparams,
-            stage="1+2 (score model and refiner)",
-            stage1_folder=str(stage1.folder),
-            refiner_epoch=hparams["epoch_counter"].current,
-            test_results=hparams["test_csv"],
-        ),
-    )
-    return brain
+    if stage1 is None:
+        fields = {
+            "stage": "1 (score model)",
+            "loss": hparams["loss"],
+            "epoch": hparams["epoch_counter"].current,
+        }
+    else:
+        fields = {
+            "stage": "1+2 (score model and refiner)",
+            "stage1_folder": str(stage1.folder),
+            "refiner_epoch": hparams["epoch_counter"].current,
+        }
+    return {
+        "task": task.format_map(hparams),
+        **fields,
+        "test_results": hparams["test_csv"],
+    }

@@ -1,4 +1,4 @@
-"""Reverse-time samplers over a score model (METHOD.md s. 5).
+"""Reverse-time samplers over a score model (docs/method.md §5).
 
 Each sampler is a short function of (score_model, sde, y) that integrates the
 reverse process from T to 0 on the grid ``linspace(T, t_eps, N)`` followed by

@@ -1,4 +1,4 @@
-"""From a network's raw output to the score of METHOD.md s. 2.
+"""From a network's raw output to the score of docs/method.md §2.
 
 The score convention: s(x_t, y, t) approximates -(x_t - mu_t) / sigma_t^2,
 so the regression target for one sample is -z / sigma_t. The backbone

@@ -1,4 +1,4 @@
-"""Gaussian noise schedules (GNS) and the OUVE SDE of SGMSE+ (METHOD.md s. 2).
+"""Noise schedules (GNS) and the OUVE SDE of SGMSE+ (docs/method.md §2).
 
 The forward process, per complex bin, with y the noisy spectrogram, is
 
@@ -31,7 +31,7 @@ class GeometricGNS:
     """Geometric GNS of SGMSE+: g(t) = s_min (s_max/s_min)^t sqrt(2 L).
 
     Its two free parameters, the minimum and maximum noise scale, are what the
-    ELBO depends on (METHOD.md s. 2): sigma_max sets the prior mismatch at T
+    ELBO depends on (docs/method.md §2): sigma_max sets the prior mismatch at T
     and sigma_min (with t_eps) the reconstruction term.
 
     Any other schedule fits the SDE if it offers the same three methods:
@@ -93,7 +93,7 @@ class GeometricGNS:
 
 
 class OUVESDE:
-    """Ornstein-Uhlenbeck variance-exploding SDE (METHOD.md s. 2).
+    """Ornstein-Uhlenbeck variance-exploding SDE (docs/method.md §2).
 
     Arguments
     ---------

@@ -1,4 +1,4 @@
-"""Waveform <-> compressed complex spectrogram, as in SGMSE+ (METHOD.md s. 1).
+"""Waveform <-> compressed complex spectrogram as in SGMSE+ (docs/method.md §1).
 
 The representation is a complex STFT (n_fft 510 -> 256 bins, hop 128,
 periodic Hann window, centred frames) with amplitude compression
@@ -31,7 +31,7 @@ __all__ = [
 
 
 class SpectralTransform:
-    """Compressed complex STFT and its exact inverse (METHOD.md s. 1).
+    """Compressed complex STFT and its exact inverse (docs/method.md §1).
 
     Arguments
     ---------
@@ -198,7 +198,7 @@ class SpectralTransform:
 
 
 def peak_normalize(noisy, clean=None, lengths=None):
-    """Divide noisy (and clean) waveforms by the noisy peak (METHOD.md s. 1).
+    """Divide noisy (and clean) waveforms by the noisy peak (docs/method.md §1).
 
     Arguments
     ---------

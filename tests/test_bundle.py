@@ -1,12 +1,14 @@
 """Bundling a trained export as a package model."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from speechbrain_elbo.export import export_enhancer
 from speechbrain_elbo.inference import DiffusionEnhancement
+from speechbrain_elbo.pretrained import available, pretrained_path
 from speechbrain_elbo.pretrained.bundle import bundle_model, main
 from speechbrain_elbo.sampling import Sampler
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
@@ -89,3 +91,18 @@ def test_bundle_errors_name_the_missing_file(run_folder, tmp_path, capsys):
         bundle_model(model, tmp_path / "x", score_log=root / "no-log.txt")
     assert main([str(tmp_path / "absent"), str(tmp_path / "y")]) == 1
     assert "bundle: error:" in capsys.readouterr().err
+
+
+def test_bundled_models_name_no_machine_path_and_move(tmp_path):
+    assert available()
+    for name in available():
+        folder = pretrained_path(name)
+        text = (folder / "hyperparams.yaml").read_text()
+        assert 'pretrained_path: "."' in text, name
+        assert str(folder) not in text, name
+        # a copy elsewhere loads, checksums verified, from its own files
+        moved = shutil.copytree(folder, tmp_path / name)
+        enhancer = DiffusionEnhancement.from_hparams(
+            source=moved, run_opts={"device": "cpu"}
+        )
+        assert enhancer.hparams.pretrained_path == str(moved)

@@ -1,5 +1,6 @@
 """The demo: report, figures, enhanced files, data preparation, errors."""
 
+import importlib.util
 import json
 import math
 import pathlib
@@ -8,12 +9,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_elbo import demo, report
-from speechbrain_elbo.dataprep.sources import DEFAULT_SAMPLES
+from speechbrain_elbo import demo
+from speechbrain_elbo.demo import figures, run
+from speechbrain_elbo.demo.data import read_mono
+from speechbrain_elbo.demo.run import ElboOptions, IocOptions
 from speechbrain_elbo.export import export_enhancer
 from speechbrain_elbo.inference import DiffusionEnhancement
 from speechbrain_elbo.lobes.ncsnpp import NCSNpp
 from speechbrain_elbo.lobes.refiner import Refiner
+from speechbrain_elbo.metrics import si_sdr
+from speechbrain_elbo.minidata import DEFAULT_SAMPLES
 from speechbrain_elbo.pretrained import (
     PretrainedModelError,
     available,
@@ -90,15 +95,14 @@ def demo_run(tiny_model, tmp_path_factory):
         out_dir=out,
         steps=1,
         max_items=2,
-        elbo_items=1,
-        elbo_fit_items=1,
-        elbo_diffusion_samples=2,
-        elbo_reconstruction_samples=1,
-        ioc_items=1,
-        ioc_times=3,
-        ioc_probes=1,
-        elbo_crop_frames=64,
-        ioc_crop_frames=32,
+        elbo=ElboOptions(
+            items=1,
+            fit_items=1,
+            diffusion_samples=2,
+            reconstruction_samples=1,
+            crop_frames=64,
+        ),
+        ioc=IocOptions(items=1, times=3, probes=1, crop_frames=32),
         threads=1,
         samples_dir=DEFAULT_SAMPLES,
         progress=False,
@@ -167,6 +171,9 @@ def test_report_json(demo_run):
     assert data["settings"]["sampler"]["steps"] == 1
     assert data["model"]["stages"] == 2
     assert data["model"]["card"] == {"data": "none (random weights, test)"}
+    # no path of this machine: the copy of the model and plain names
+    assert data["model"]["dir"] == "model" and data["data"]["dir"] == "data"
+    assert data["data"]["origin"] == DEFAULT_SAMPLES.name
 
 
 def test_per_item_scores_match_files(demo_run):
@@ -180,9 +187,7 @@ def test_per_item_scores_match_files(demo_run):
             wav, wav_rate = sf.read(path, dtype="float32")
             assert wav_rate == rate == 16000
             assert wav.shape == clean.shape  # the input's length
-            expected = demo.si_sdr(
-                torch.from_numpy(wav), torch.from_numpy(clean)
-            )
+            expected = si_sdr(torch.from_numpy(wav), torch.from_numpy(clean))
             assert record[name]["si_sdr"] == pytest.approx(
                 float(expected[0]), abs=1e-3
             )
@@ -191,7 +196,7 @@ def test_per_item_scores_match_files(demo_run):
 
 
 def test_report_markdown_figures_and_model(demo_run, tiny_model):
-    _, out, _ = demo_run
+    _, out, root = demo_run
     text = (out / "report.md").read_text()
     assert "| system | items | PESQ-WB | ESTOI | SI-SDR (dB) | NFE | RTF |" in (
         text
@@ -208,19 +213,34 @@ def test_report_markdown_figures_and_model(demo_run, tiny_model):
     )
     DiffusionEnhancement.from_hparams(source=str(out / "model"))
     assert not list(out.parent.glob(".demo.*"))  # no temporary folder left
+    header = text.split("## Enhancement")[0]
+    assert "- **Model**: `tiny`, 2 stage(s) (score network" in header
+    assert "full model card: [model/model_card.md](model/model_card.md)" in (
+        header
+    )
+    assert (out / "model" / "model_card.md").is_file()
+    assert "- **Training data**: none (random weights, test)" in header
+    assert "- **Sampler**: pc, 1 steps, 0 corrector step(s); seed 0" in header
+    assert "- **Training logs**: score 2 epoch(s), refiner 1 epoch(s)" in header
+    assert "- **Hardware of this run**: cpu, 1 torch thread(s)" in header
+    assert "{" not in header  # no dict dumped
+    for name in ("report.md", "report.json"):
+        assert str(root) not in (out / name).read_text(), name
 
 
-def test_two_stage_matches_enhance_batch(tiny_model, one_thread):
+def test_items_are_enhance_stages_with_seed_plus_index(
+    demo_run, tiny_model, one_thread
+):
+    result, out, root = demo_run
     enhancer = DiffusionEnhancement.from_hparams(source=str(tiny_model))
-    noisy = torch.randn(3000, generator=torch.Generator().manual_seed(1))
-    out = demo.enhance_two_stage(enhancer, noisy, steps=2, seed=5)
-    stage1 = enhancer.enhance_batch(noisy, steps=2, seed=5, use_refiner=False)
-    both = enhancer.enhance_batch(noisy, steps=2, seed=5, use_refiner=True)
-    assert torch.equal(out["stage1"], stage1)
-    assert torch.equal(out["stage1+2"], both)
-    assert not torch.equal(stage1, both)
-    assert out["nfe"] == 2
-    assert 0 < out["seconds"]["stage1"] <= out["seconds"]["stage1+2"]
+    for index, item in enumerate(demo.load_test_items(root / "data", 2)):
+        noisy = read_mono(item["noisy"], enhancer.sample_rate)
+        stages = enhancer.enhance_stages(noisy, steps=1, seed=index)
+        for name in ("stage1", "stage1+2"):
+            path = out / "enhanced" / name / f"{item['id']}.wav"
+            wav, _ = sf.read(path, dtype="float32")
+            assert torch.equal(torch.from_numpy(wav), stages[name].float())
+    assert result["settings"]["seed"] == 0
 
 
 def test_stage1_only_model_and_no_logs(tmp_path):
@@ -231,8 +251,8 @@ def test_stage1_only_model_and_no_logs(tmp_path):
         out_dir=tmp_path / "out",
         steps=1,
         max_items=1,
-        elbo_items=0,
-        ioc_items=0,
+        elbo=ElboOptions(items=0),
+        ioc=IocOptions(items=0),
         threads=1,
         samples_dir=DEFAULT_SAMPLES,
         progress=False,
@@ -258,8 +278,8 @@ def test_rerun_replaces_output(tmp_path, tiny_model):
         out_dir=out,
         steps=1,
         max_items=1,
-        elbo_items=0,
-        ioc_items=0,
+        elbo=ElboOptions(items=0),
+        ioc=IocOptions(items=0),
         threads=1,
         samples_dir=DEFAULT_SAMPLES,
         progress=False,
@@ -323,6 +343,8 @@ def test_main_exit_status_and_message(tmp_path, capsys):
     assert err.startswith("speechbrain_elbo.demo: error: Loading the model")
     assert "does not exist" in err
     assert not (tmp_path / "out").exists()
+    assert demo.main(["train", "--minutes", "30"]) == 2
+    assert "tools/demo_train.py" in capsys.readouterr().err
 
 
 def test_main_prints_summary(tmp_path, tiny_model, capsys):
@@ -371,25 +393,43 @@ def test_pretrained_names(tmp_path, one_thread):
         assert (pretrained_path(name) / "hyperparams.yaml").is_file()
 
 
-def test_plan_training_grows_with_budget():
-    short, long = demo.plan_training(30), demo.plan_training(240)
-    assert short["train_minutes"] == 3.0 and long["train_minutes"] == 24.0
-    assert long["epochs"] > short["epochs"] >= 1
-    for plan, minutes in ((short, 30), (long, 240)):
-        assert plan["predicted_seconds"] <= minutes * 60
-        assert plan["predicted_seconds"] == pytest.approx(
-            sum(plan["breakdown"].values())
-        )
-    slow = demo.plan_training(30, speed=2.0)
-    assert slow["epochs"] < short["epochs"]
-    with pytest.raises(ValueError, match="DEMO_MINUTES="):
-        demo.plan_training(3)
+def _demo_train_tool():
+    path = pathlib.Path(__file__).resolve().parents[1] / "tools"
+    spec = importlib.util.spec_from_file_location(
+        "demo_train", path / "demo_train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_train_takes_sizes_not_a_budget(tmp_path, capsys):
+    tool = _demo_train_tool()
+    assert (tool.checkout_root() / tool.RECIPE).is_file()
+    args = tool.build_parser().parse_args([])
+    assert (args.epochs, args.train_minutes) == (60, 3.0)
+    command = tool.recipe_command(
+        "run.sh", "data", "out", epochs=4, steps=3, progress=False
+    )
+    assert command[:6] == ["bash", "run.sh", "data", "out", "--config", "small"]
+    assert "--number_of_epochs=4" in command
+    assert "--sampler_steps=3" in command
+    assert command[-1] == "--noprogressbar"
+    for bad, match in (
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--train-minutes", "0"], "--train-minutes must be in"),
+        (["--items", "0"], "--items must be >= 1"),
+    ):
+        options = ["--work", str(tmp_path / "w"), "--no-progress", *bad]
+        assert tool.main(options) == 1
+        assert match in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_train_log_parsing(tmp_path):
     path = tmp_path / "log.txt"
     path.write_text(SCORE_LOG)
-    epochs = report.parse_train_log(path)
+    epochs = figures.parse_train_log(path)
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert epochs[1]["valid pesq"] == 1.05
     assert epochs[0]["train batches"] == [16.0]
@@ -398,7 +438,7 @@ def test_train_log_parsing(tmp_path):
 
 def test_training_figure_needs_epochs(tmp_path):
     with pytest.raises(ValueError, match="No epoch"):
-        report.plot_training(tmp_path / "x.png", {"score": []})
+        figures.plot_training(tmp_path / "x.png", {"score": []})
     assert not pathlib.Path(tmp_path / "x.png").exists()
 
 
@@ -406,7 +446,7 @@ def test_dnsmos_scores_clean_above_noisy():
     pytest.importorskip("speechmos")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("librosa")
-    scorer = demo._dnsmos_scorer()
+    scorer = run.dnsmos_scorer()
     speech, rate = sf.read(DEFAULT_SAMPLES / "speech_en.wav", dtype="float32")
     clean = torch.from_numpy(speech)
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
@@ -422,20 +462,20 @@ def test_dnsmos_scores_clean_above_noisy():
 def test_without_apt_the_fixtures_are_used_loudly(
     tmp_path, tiny_model, monkeypatch, capsys
 ):
-    from speechbrain_elbo.dataprep import sources
+    from speechbrain_elbo.minidata import SourcesUnavailable, bank
 
     def no_apt(*args, **kwargs):
-        raise sources.SourcesUnavailable("apt-get: command not found")
+        raise SourcesUnavailable("apt-get: command not found")
 
-    monkeypatch.setattr(sources, "prepare_speech", no_apt)
+    monkeypatch.setattr(bank, "prepare_speech", no_apt)
     result = demo.run_demo(
         model_dir=tiny_model,
         data_dir=tmp_path / "data",
         out_dir=tmp_path / "out",
         steps=1,
         max_items=1,
-        elbo_items=0,
-        ioc_items=0,
+        elbo=ElboOptions(items=0),
+        ioc=IocOptions(items=0),
         threads=1,
         cache_dir=tmp_path / "cache",
         progress=False,

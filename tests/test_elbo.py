@@ -1,4 +1,4 @@
-"""ELBO estimator against the Gaussian oracle (METHOD.md sections 4, 7).
+"""ELBO estimator against the Gaussian oracle (docs/method.md sections 4, 6).
 
 With the exact score, -ELBO - NLL equals two KL divergences that have
 closed forms here: KL(q(x_T | y) || CN(y, sigma_T^2)) between the true and

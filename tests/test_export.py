@@ -18,10 +18,13 @@ from speechbrain_elbo.export import (
     ModelFolderError,
     export_enhancer,
     file_sha256,
+    load_enhancer,
+    load_folder,
     module_from_yaml,
 )
 from speechbrain_elbo.inference import DiffusionEnhancement
 from speechbrain_elbo.sampling import Sampler
+from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 from speechbrain_elbo.spectral import SpectralTransform
 
@@ -96,8 +99,11 @@ def test_folder_contents_and_yaml(two_stage):
         "!new:speechbrain_elbo.lobes.refiner.Refiner",
         "!new:speechbrain.utils.parameter_transfer.Pretrainer",
         "score_model: !ref <pretrained_path>/score_model.ckpt",
+        # no path of the exporting machine: the loader sets the folder
+        'pretrained_path: "."',
     ):
         assert line in text, line
+    assert str(folder) not in text and str(folder.parent) not in text
     with open(folder / HPARAMS_FILE) as handle:
         hparams = load_hyperpyyaml(handle)
     assert hparams["sde"].gns.sigma_max == 0.75
@@ -174,10 +180,19 @@ def test_savedir_links_and_moved_folder(two_stage, tmp_path):
     assert (savedir / SCORE_CKPT).resolve() == (other / SCORE_CKPT).resolve()
 
 
-def test_plain_speechbrain_loader_works_in_place(two_stage):
+def test_plain_speechbrain_loader_works_in_place(two_stage, monkeypatch):
     folder, _, _ = two_stage
-    enhancer = pretrained_from_hparams(DiffusionEnhancement, source=str(folder))
+    # SpeechBrain's own loader, with the folder given as pretrained_path ...
+    enhancer = pretrained_from_hparams(
+        DiffusionEnhancement,
+        source=str(folder),
+        overrides={"pretrained_path": str(folder)},
+    )
     assert isinstance(enhancer, DiffusionEnhancement)
+    # ... or run from inside the folder (pretrained_path is ".")
+    monkeypatch.chdir(folder)
+    enhancer = pretrained_from_hparams(DiffusionEnhancement, source=".")
+    assert enhancer.has_refiner
 
 
 @pytest.fixture
@@ -202,6 +217,41 @@ def test_missing_hyperparams_named(copy_of):
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DiffusionEnhancement.from_hparams(source=tmp_path / "nowhere")
+
+
+def test_one_loader_sets_pretrained_path(two_stage, tmp_path):
+    folder, _, _ = two_stage
+    hparams = load_folder(folder, overrides={"sample_rate": 8000})
+    assert hparams["pretrained_path"] == str(folder.absolute())
+    assert hparams["sample_rate"] == 8000
+    assert hparams["savedir"] is None
+    with pytest.raises(ValueError, match="may not set pretrained_path"):
+        load_folder(folder, overrides={"pretrained_path": str(tmp_path)})
+    with pytest.raises(ValueError, match="may not set pretrained_path"):
+        DiffusionEnhancement.from_hparams(
+            source=folder, overrides={"pretrained_path": str(tmp_path)}
+        )
+
+
+def test_load_enhancer_round_trip(two_stage, copy_of, tmp_path):
+    folder, backbone, refiner = two_stage
+    loaded = load_enhancer(folder)
+    assert loaded.folder == folder.absolute() and loaded.sample_rate == 16000
+    assert loaded.sampler.steps == 7 and loaded.sde.gamma == 1.25
+    assert set(loaded.checksums) == {SCORE_CKPT, REFINER_CKPT}
+    x = torch.randn(1, 1, 256, 8, dtype=torch.complex64)
+    t = torch.tensor([0.5])
+    expected = ScoreModel(backbone.eval(), loaded.sde)(x, x, t)
+    assert torch.allclose(loaded.score_model(x, x, t), expected, atol=1e-5)
+    assert not any(p.requires_grad for p in loaded.score_model.parameters())
+    assert not loaded.refiner.training
+    with open(copy_of / SCORE_CKPT, "ab") as handle:
+        handle.write(b"0")
+    # a corrupt folder is a ModelFolderError, also a ValueError
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_enhancer(copy_of)
+    with pytest.raises(FileNotFoundError, match="not an exported model"):
+        load_enhancer(tmp_path)
 
 
 def test_corrupt_checkpoint_detected_by_checksum(copy_of):

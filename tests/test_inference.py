@@ -9,15 +9,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_elbo.chunking import TensorReader, process_in_chunks
-from speechbrain_elbo.inference import (
-    DiffusionEnhancement,
-    EnhancementInputError,
+from speechbrain_elbo.audio_input import EnhancementInputError
+from speechbrain_elbo.chunking import (
+    TensorReader,
     chunk_layout,
     chunk_windows,
     crossfade_windows,
     overlap_add,
+    process_in_chunks,
 )
+from speechbrain_elbo.inference import DiffusionEnhancement
 from speechbrain_elbo.oracle import GaussianOracle
 from speechbrain_elbo.sde import expand_time
 
@@ -154,6 +155,35 @@ def test_bad_settings_errors(stage1):
         )
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         stage1.enhance_long(speechlike(2000), max_batch=0)
+
+
+# ---------------------------------------------------------------------------
+# enhance_stages: both stages of one stage-1 sample
+# ---------------------------------------------------------------------------
+def test_stages_match_enhance_batch(stage2):
+    noisy = torch.randn(3000, generator=torch.Generator().manual_seed(1))
+    out = stage2.enhance_stages(noisy, steps=2, seed=5)
+    stage1 = stage2.enhance_batch(noisy, steps=2, seed=5, use_refiner=False)
+    both = stage2.enhance_batch(noisy, steps=2, seed=5, use_refiner=True)
+    assert torch.equal(out["stage1"], stage1)
+    assert torch.equal(out["stage1+2"], both)
+    assert not torch.equal(stage1, both)
+    assert out["nfe"] == 4 == stage2.last_nfe  # pc, 2 steps, 1 corrector
+    assert 0 < out["seconds"]["stage1"] <= out["seconds"]["stage1+2"]
+
+
+def test_stages_of_a_stage1_model_and_errors(stage1):
+    noisy = speechlike(3000)
+    out = stage1.enhance_stages(noisy, sampler="euler", steps=3, seed=2)
+    assert set(out) == {"stage1", "nfe", "seconds"}
+    assert set(out["seconds"]) == {"stage1"} and out["nfe"] == 3
+    expected = stage1.enhance_batch(noisy, sampler="euler", steps=3, seed=2)
+    assert torch.equal(out["stage1"], expected)
+    assert out["stage1"].device.type == "cpu"
+    with pytest.raises(EnhancementInputError, match="one waveform"):
+        stage1.enhance_stages(noisy[None], steps=1)
+    with pytest.raises(EnhancementInputError, match="all zeros"):
+        stage1.enhance_stages(torch.zeros(3000), steps=1)
 
 
 def test_loud_and_clipped_inputs(stage1):
@@ -445,23 +475,30 @@ def test_cuda_matches_request(tiny_models):
     assert long.device.type == "cuda" and torch.isfinite(long).all()
 
 
-def test_names_moved_out_are_still_exported_here():
-    import speechbrain_elbo.inference as inference
-    from speechbrain_elbo import audio_input, audio_output, chunking
+def test_public_names_live_in_their_modules():
+    import importlib.util
 
-    for module in (chunking, audio_input, audio_output):
-        for name in module.__all__:
-            if name in inference.__all__:
-                assert getattr(inference, name) is getattr(module, name)
-    # what inference exported before the split, for code that imports it
-    exported = (
-        "DiffusionEnhancement EnhancementInputError crossfade_windows "
-        "chunk_windows overlap_add chunk_layout write_audio_atomic "
-        "SAMPLER_ALIASES"
+    import speechbrain_elbo.inference as inference
+    from speechbrain_elbo import audio_input, chunking, fileio
+
+    assert sorted(inference.__all__) == [
+        "DiffusionEnhancement",
+        "SAMPLER_ALIASES",
+    ]
+    # one I/O module: the atomic writers and audio_info live in fileio
+    assert importlib.util.find_spec("speechbrain_elbo.audio_output") is None
+    assert {"write_audio_atomic", "AtomicAudioWriter", "audio_info"} <= set(
+        fileio.__all__
     )
-    assert sorted(inference.__all__) == sorted(exported.split())
-    for name in inference.__all__:
-        assert hasattr(inference, name), name
+    assert "audio_info" not in audio_input.__all__
+    for name in (
+        "check_audio_file",
+        "refuse_overwrite",
+        "EnhancementInputError",
+    ):
+        assert name in audio_input.__all__, name
+    for name in ("chunk_layout", "chunk_windows", "crossfade_windows"):
+        assert name in chunking.__all__, name
 
 
 def test_integer_subtype_clips_and_logs(stage1, tmp_path, caplog):

@@ -1,4 +1,4 @@
-"""Importance of Condition against the closed forms (METHOD.md section 7)."""
+"""Importance of Condition against its closed forms (docs/method.md §6)."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Losses reach their analytic minima on the Gaussian oracle."""
+"""Losses reach their analytic minima on the Gaussian oracle; the stage-1
+loss builder and the refiner's data-domain loss."""
 
 import math
 
@@ -8,6 +9,9 @@ import torch
 from speechbrain_elbo.losses import (
     DataPredictionLoss,
     LikelihoodLoss,
+    RefinementLoss,
+    SigmaSquaredLoss,
+    build_score_loss,
     make_loss,
 )
 from speechbrain_elbo.oracle import GaussianOracle
@@ -166,3 +170,52 @@ def test_unknown_names_and_bad_options():
         make_loss("l2", sde)
     with pytest.raises(ValueError, match="SpectralTransform"):
         DataPredictionLoss(sde, time_l1_weight=0.1)
+
+
+# -- the stage-1 loss builder and the refiner loss ---------------------------
+RECIPE_SDE = OUVESDE(GeometricGNS(0.05, 0.5), gamma=1.5, t_eps=0.03)
+
+
+def test_build_score_loss_by_name():
+    transform = SpectralTransform()
+    assert isinstance(build_score_loss("sigma2", RECIPE_SDE), SigmaSquaredLoss)
+    likelihood = build_score_loss(
+        "likelihood", RECIPE_SDE, importance_sampling=False
+    )
+    assert isinstance(likelihood, LikelihoodLoss)
+    assert likelihood.importance_sampling is False
+    data = build_score_loss("data_prediction", RECIPE_SDE, transform, True, 0.1)
+    assert isinstance(data, DataPredictionLoss) and data.time_l1_weight == 0.1
+    with pytest.raises(ValueError, match="Unknown loss"):
+        build_score_loss("elbo", RECIPE_SDE)
+    with pytest.raises(ValueError, match="only applies to loss"):
+        build_score_loss("likelihood", RECIPE_SDE, time_l1_weight=0.5)
+
+
+def test_refinement_loss_terms():
+    transform = SpectralTransform()
+    target = torch.ones(1, 1, 256, 8, dtype=torch.complex64)
+    estimate = 2 * target  # error 1 per bin, magnitude error 1
+    assert RefinementLoss(transform, 1, 0, 0)(estimate, target).item() == (
+        pytest.approx(1.0)
+    )
+    assert RefinementLoss(transform, 0, 3, 0)(estimate, target).item() == (
+        pytest.approx(3.0)
+    )
+    both = RefinementLoss(transform, 1, 3, 0)(estimate * 1j, target).item()
+    assert both == pytest.approx(5.0 + 3.0)  # |2i - 1|^2 = 5
+    # masked frames do not count
+    mask = torch.zeros(1, 1, 1, 8)
+    mask[..., :4] = 1
+    corrupted = estimate.clone()
+    corrupted[..., 4:] = 100
+    masked = RefinementLoss(transform, 1, 0, 0)(corrupted, target, mask)
+    assert masked.item() == pytest.approx(1.0)
+    # the waveform term vanishes for identical inputs and grows otherwise
+    timed = RefinementLoss(transform, 0, 0, 1)
+    assert timed(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert timed(estimate, target).item() > 0
+    with pytest.raises(ValueError, match="at least one positive"):
+        RefinementLoss(transform, 0, 0, 0)
+    with pytest.raises(ValueError, match="mag_weight must be >= 0"):
+        RefinementLoss(transform, 1, -1, 0)

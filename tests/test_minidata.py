@@ -1,7 +1,7 @@
 """Tests of the offline sources and the MiniVB / MiniWHAMR builders.
 
-Everything runs on the committed fixtures of tests/samples (the fallback
-path), so no test calls apt-get or needs the network.
+Everything runs on the fixtures bundled in speechbrain_elbo/minidata/samples
+(the fallback path), so no test calls apt-get or needs the network.
 """
 
 import csv
@@ -17,19 +17,22 @@ import pytest
 import soundfile as sf
 from scipy.signal import welch
 
-from speechbrain_elbo.dataprep import minidata, sources
-from speechbrain_elbo.dataprep.minidata import (
+from speechbrain_elbo.minidata import bank as sources
+from speechbrain_elbo.minidata import builders as minidata
+from speechbrain_elbo.minidata import packages
+from speechbrain_elbo.minidata.acoustics import RoomConfig
+from speechbrain_elbo.minidata.builders import (
     VB_FOLDERS,
     VB_SPEAKERS,
     build_minivb,
     build_miniwhamr,
 )
-from speechbrain_elbo.dataprep.rooms import WHAMR_FOLDERS, RoomConfig
-from speechbrain_elbo.dataprep.sources import (
-    DEFAULT_SAMPLES,
-    SourcesUnavailable,
+from speechbrain_elbo.minidata.clips import DEFAULT_SAMPLES, load_fixtures
+from speechbrain_elbo.minidata.packages import SourcesUnavailable
+from speechbrain_elbo.minidata.rooms import WHAMR_FOLDERS
+from speechbrain_elbo.minidata.signals import (
+    SYNTHETIC_COLOURS,
     active_speech_level,
-    load_fixtures,
     power,
     split_at_pauses,
     synthetic_noise,
@@ -150,7 +153,7 @@ def test_fallback_to_fixtures_is_loud(tmp_path, caplog, capsys):
 
 def test_fetch_package_reports_failure(tmp_path):
     with pytest.raises(SourcesUnavailable, match="false download"):
-        sources.fetch_package("festvox-ru", tmp_path, apt_get="false")
+        packages.fetch_package("festvox-ru", tmp_path, apt_get="false")
     assert not (tmp_path / "packages" / "festvox-ru").exists()
 
 
@@ -163,7 +166,7 @@ def test_decode_g722_round_trip(tmp_path):
     cmd += [str(tmp_path / "in.wav"), "-f", "g722", str(tmp_path / "a.g722")]
     subprocess.run(cmd, check=True)
     out = tmp_path / "out.wav"
-    sources.decode_g722([tmp_path / "a.g722"], [out])
+    packages.decode_g722([tmp_path / "a.g722"], [out])
     decoded, rate = sf.read(out)
     assert rate == 16000 and abs(decoded.size - tone.size) <= 64
     # G.722 delays the signal by a few samples: align, then compare.
@@ -239,7 +242,7 @@ def test_minivb_splits_are_disjoint(minivb):
     sources_of = {s: {r["source"] for r in rows[s]} for s in rows}
     noise_of = {
         s: {r["noise_source"] for r in rows[s]}
-        - {f"synthetic:{c}" for c in sources.SYNTHETIC_COLOURS}
+        - {f"synthetic:{c}" for c in SYNTHETIC_COLOURS}
         for s in rows
     }
     for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
@@ -264,7 +267,7 @@ def test_minivb_cached_and_protected(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a cached build must not write audio")
 
-    monkeypatch.setattr(minidata, "write_wav_atomic", fail)
+    monkeypatch.setattr(minidata, "write_audio_atomic", fail)
     build_minivb(out, bank(), seed=1, progress=False, **TINY)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     with pytest.raises(FileExistsError, match="other options"):

@@ -21,12 +21,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechbrain_elbo.brains import ScoreBrain
+from speechbrain_elbo.export import load_enhancer
 from speechbrain_elbo.metrics import si_sdr
-from speechbrain_elbo.training import (
-    ScoreBrain,
-    load_enhancer_folder,
-    utterance_seed,
-)
+from speechbrain_elbo.pipeline import utterance_seed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "VoiceBank-DEMAND"
@@ -181,7 +179,7 @@ def test_stage1_test_results_and_export(stage1):
     per_utterance = read_rows(stage1.out / "test_per_utterance.csv")
     assert len(per_utterance) == 4
     # the export holds the EMA weights, and loads through its Pretrainer
-    model = load_enhancer_folder(stage1.out / "model")
+    model = load_enhancer(stage1.out / "model")
     exported = model.backbone.state_dict()
     ema = stage1.brain.ema_net.backbone.state_dict()
     assert exported.keys() == ema.keys()
@@ -251,7 +249,7 @@ def test_stage2_end_to_end(stage1):
         assert rows["stage1"][key] == rows["stage1+2"][key]
     assert len(read_rows(out / "test_elbo_per_utterance.csv")) == 4
     assert brain.decoder_variances["source"].startswith("fitted on")
-    two_stage = load_enhancer_folder(out / "model")
+    two_stage = load_enhancer(out / "model")
     assert two_stage.refiner is not None
     assert (out / "model" / "refiner.ckpt").is_file()
     # results.csv describes the exported two-stage model
@@ -263,6 +261,30 @@ def test_stage2_end_to_end(stage1):
     manifest = stage1.out / "prepared" / "test.json"
     value = _enhanced_si_sdr(out / "model", manifest, row)
     assert value == pytest.approx(float(row["si_sdr"]), abs=1e-3)
+
+
+@pytest.mark.parametrize("stage", ["score", "refiner"])
+def test_prepare_only_prepares_and_stops(stage1, tmp_path, stage):
+    prep, out = tmp_path / "prepared", tmp_path / "out"
+    args = [
+        str(HPARAMS / f"{stage}.yaml"),
+        f"--data_folder={stage1.data}",
+        f"--prep_folder={prep}",
+        f"--output_folder={out}",
+        "--overrides_file",
+        str(HPARAMS / "overrides" / f"tiny_{stage}.yaml"),
+        "--prepare_only",
+        *TINY,
+    ]
+    if stage == "refiner":  # not loaded before the data is prepared
+        args.append(f"--stage1_folder={tmp_path / 'not_needed'}")
+    result = load_script(f"train_{stage}").main(args)
+    assert result is None
+    for split in ("train", "valid", "test"):
+        assert (prep / f"{split}.json").is_file()
+    # no experiment folder (the YAML's checkpointer only makes its folder)
+    assert not (out / "hyperparams.yaml").exists()
+    assert not (out / "log.txt").exists()
 
 
 def test_torchrun_gloo_splits_batches(stage1):

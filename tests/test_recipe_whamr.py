@@ -1,6 +1,6 @@
 """The WHAMR! recipe end to end, on a tree simulated from the fixtures, on CPU.
 
-The room simulation tool (``python -m speechbrain_elbo.dataprep.rooms``)
+The room simulation tool (``python -m speechbrain_elbo.minidata.rooms``)
 turns the committed speech and noise fixtures into WHAMR!'s layout with
 metadata; ``run.sh`` then runs both stages of the ``dereverb`` task for one
 epoch with the tiny presets, and the two scripts run ``denoise_dereverb`` in
@@ -22,9 +22,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import fftconvolve
 
-from speechbrain_elbo.dataprep import rooms
-from speechbrain_elbo.dataprep.sources import DEFAULT_SAMPLES, load_fixtures
-from speechbrain_elbo.training import load_enhancer_folder
+from speechbrain_elbo.export import load_enhancer
+from speechbrain_elbo.minidata import DEFAULT_SAMPLES, load_fixtures, rooms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "WHAMR"
@@ -227,7 +226,7 @@ def test_run_sh_dereverb_end_to_end(dereverb_run):
         out / "prepared" / "test.json",
         ["noisy", "stage1"],
     )
-    model = load_enhancer_folder(out / "model")
+    model = load_enhancer(out / "model")
     assert model.refiner is not None and model.sampler.steps == 2
     card = json.loads((out / "model" / "model_card.json").read_text())
     assert card["model_card"]["task"] == "WHAMR! dereverb (min version)"

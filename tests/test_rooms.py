@@ -1,4 +1,4 @@
-"""Tests of the room simulation tool (speechbrain_elbo.dataprep.rooms)."""
+"""Tests of the room simulation (minidata.acoustics and minidata.rooms)."""
 
 import csv
 import json
@@ -8,21 +8,16 @@ import pytest
 import soundfile as sf
 from scipy.signal import fftconvolve
 
-from speechbrain_elbo.dataprep import rooms
-from speechbrain_elbo.dataprep.rooms import (
-    WHAMR_FOLDERS,
+from speechbrain_elbo.minidata import rooms
+from speechbrain_elbo.minidata.acoustics import (
     RoomConfig,
     measure_rt60,
     reverberate,
-    simulate_folder,
     simulate_room,
 )
-from speechbrain_elbo.dataprep.sources import (
-    DEFAULT_SAMPLES,
-    active_speech_level,
-    load_fixtures,
-    power,
-)
+from speechbrain_elbo.minidata.clips import DEFAULT_SAMPLES, load_fixtures
+from speechbrain_elbo.minidata.rooms import WHAMR_FOLDERS, simulate_folder
+from speechbrain_elbo.minidata.signals import active_speech_level, power
 
 #: Close talker, little reverberation: the direct path dominates.
 CLOSE = RoomConfig(rt60_range=(0.2, 0.35), distance_range=(0.7, 1.0))

@@ -1,4 +1,4 @@
-"""Samplers against the exact Gaussian marginal (METHOD.md sections 5, 7).
+"""Samplers against the exact Gaussian marginal (docs/method.md sections 5, 6).
 
 Started from the exact marginal x_T ~ CN(k_T y, V_T) with the exact score,
 a correct sampler returns x0 ~ CN(c y, s0^2). With 64 x 1024 bins the Monte

@@ -1,4 +1,4 @@
-"""The conversion from network output to score (METHOD.md sections 2-3)."""
+"""Network output to score (docs/method.md, sections 2 and 3)."""
 
 import torch
 

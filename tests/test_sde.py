@@ -1,4 +1,4 @@
-"""GNS and OUVE SDE: METHOD.md section 2."""
+"""GNS and OUVE SDE: docs/method.md section 2."""
 
 import math
 

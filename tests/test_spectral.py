@@ -1,4 +1,4 @@
-"""Spectral transform: METHOD.md section 1."""
+"""Spectral transform: docs/method.md section 1."""
 
 import math
 

@@ -1,18 +1,28 @@
-"""Brain helpers, EMA, losses, argument parsing, export loading, the cache."""
+"""The training side: Brains and EMA, the recipe helpers (argument parsing,
+the driver's routing), the frozen stage 1 from an export, the stage-1 cache.
 
+The losses of both stages are tested in ``tests/test_losses.py``.
+"""
+
+import csv
 import json
 import logging
 import math
 import pathlib
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.train_logger import FileTrainLogger
 
+from speechbrain_elbo.brains import RefinerBrain, ScoreBrain, make_ema
 from speechbrain_elbo.cache import (
     CacheMismatchError,
     Stage1Cache,
@@ -20,29 +30,19 @@ from speechbrain_elbo.cache import (
     generate_stage1_cache,
     make_refiner_datasets,
 )
-from speechbrain_elbo.export import export_enhancer
-from speechbrain_elbo.losses import (
-    DataPredictionLoss,
-    LikelihoodLoss,
-    SigmaSquaredLoss,
-)
+from speechbrain_elbo.export import export_enhancer, load_enhancer
+from speechbrain_elbo.fileio import write_csv_atomic
+from speechbrain_elbo.losses import build_score_loss
+from speechbrain_elbo.metrics import si_sdr
+from speechbrain_elbo.pipeline import enhance_waveforms, utterance_seed
+from speechbrain_elbo.recipe import parse_arguments, stage_arguments
 from speechbrain_elbo.sampling import Sampler
 from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 from speechbrain_elbo.spectral import SpectralTransform
-from speechbrain_elbo.training import (
-    RefinementLoss,
-    ScoreBrain,
-    build_score_loss,
-    load_enhancer_folder,
-    make_ema,
-    parse_arguments,
-    stage_arguments,
-    utterance_seed,
-    write_csv,
-)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+STAGE_ARGS = ROOT / "tools" / "stage_args.py"
 SDE = OUVESDE(GeometricGNS(0.05, 0.5), gamma=1.5, t_eps=0.03)
 
 
@@ -97,50 +97,6 @@ def test_ema_is_restored_by_the_checkpointer(tmp_path):
     assert torch.equal(fresh.module.weight, ema.module.weight)
 
 
-# -- losses --------------------------------------------------------------------
-def test_build_score_loss_by_name():
-    transform = SpectralTransform()
-    assert isinstance(build_score_loss("sigma2", SDE), SigmaSquaredLoss)
-    likelihood = build_score_loss("likelihood", SDE, importance_sampling=False)
-    assert isinstance(likelihood, LikelihoodLoss)
-    assert likelihood.importance_sampling is False
-    data = build_score_loss("data_prediction", SDE, transform, True, 0.1)
-    assert isinstance(data, DataPredictionLoss) and data.time_l1_weight == 0.1
-    with pytest.raises(ValueError, match="Unknown loss"):
-        build_score_loss("elbo", SDE)
-    with pytest.raises(ValueError, match="only applies to loss"):
-        build_score_loss("likelihood", SDE, time_l1_weight=0.5)
-
-
-def test_refinement_loss_terms():
-    transform = SpectralTransform()
-    target = torch.ones(1, 1, 256, 8, dtype=torch.complex64)
-    estimate = 2 * target  # error 1 per bin, magnitude error 1
-    assert RefinementLoss(transform, 1, 0, 0)(estimate, target).item() == (
-        pytest.approx(1.0)
-    )
-    assert RefinementLoss(transform, 0, 3, 0)(estimate, target).item() == (
-        pytest.approx(3.0)
-    )
-    both = RefinementLoss(transform, 1, 3, 0)(estimate * 1j, target).item()
-    assert both == pytest.approx(5.0 + 3.0)  # |2i - 1|^2 = 5
-    # masked frames do not count
-    mask = torch.zeros(1, 1, 1, 8)
-    mask[..., :4] = 1
-    corrupted = estimate.clone()
-    corrupted[..., 4:] = 100
-    masked = RefinementLoss(transform, 1, 0, 0)(corrupted, target, mask)
-    assert masked.item() == pytest.approx(1.0)
-    # the waveform term vanishes for identical inputs and grows otherwise
-    timed = RefinementLoss(transform, 0, 0, 1)
-    assert timed(target, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert timed(estimate, target).item() > 0
-    with pytest.raises(ValueError, match="at least one positive"):
-        RefinementLoss(transform, 0, 0, 0)
-    with pytest.raises(ValueError, match="mag_weight must be >= 0"):
-        RefinementLoss(transform, 1, -1, 0)
-
-
 # -- small helpers -----------------------------------------------------------
 def test_utterance_seed_and_csv(tmp_path):
     assert utterance_seed(1, "a") == utterance_seed(1, "a")
@@ -155,11 +111,13 @@ def test_utterance_seed_and_csv(tmp_path):
         )
         == 8
     )
+    # the CSV files of the Brains: 4 decimals, NaN as "nan", empty if absent
     path = tmp_path / "x.csv"
-    write_csv(
+    write_csv_atomic(
         path,
         [{"system": "s", "pesq": float("nan"), "nfe": 3}],
         ["system", "pesq", "nfe"],
+        float_digits=4,
     )
     assert path.read_text().splitlines() == ["system,pesq,nfe", "s,nan,3"]
 
@@ -274,7 +232,12 @@ def toy_dataset(count=3, samples=4000):
 
 
 def toy_brain(
-    loss_fn, max_grad_norm=0.0, patience=3, checkpointer=None, lr=None
+    loss_fn,
+    max_grad_norm=0.0,
+    patience=3,
+    checkpointer=None,
+    lr=None,
+    **extra,
 ):
     hparams = {
         "sde": SDE,
@@ -287,6 +250,7 @@ def toy_brain(
         "valid_enhance_utterances": 0,
         "seed": 0,
         "max_grad_norm": max_grad_norm,
+        **extra,
     }
     if lr is not None:
         hparams["lr"] = lr
@@ -367,13 +331,155 @@ def test_nonfinite_patience_stops_training():
         )
 
 
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_score_brain_tests_with_the_inference_pipeline(tmp_path):
+    brain = toy_brain(
+        build_score_loss("sigma2", SDE),
+        test_csv=tmp_path / "test.csv",
+        test_utterance_csv=tmp_path / "utterances.csv",
+        train_logger=FileTrainLogger(tmp_path / "log.txt"),
+        save_enhanced=True,
+        enhanced_folder=tmp_path / "enhanced",
+    )
+    dataset = toy_dataset(2, samples=8000)
+    brain.evaluate(dataset, test_loader_kwargs={"batch_size": 1})
+    rows = {row["system"]: row for row in read_rows(tmp_path / "test.csv")}
+    assert list(rows) == ["noisy", "stage1"]
+    assert rows["stage1"]["nfe"] == "1" and float(rows["stage1"]["rtf"]) > 0
+    assert len(read_rows(tmp_path / "utterances.csv")) == 4
+    assert len(brain.test_utterances) == 4
+    # the saved estimate is the pipeline's with the utterance's seed
+    generator = torch.Generator().manual_seed(utterance_seed(0, "u1"))
+    expected = enhance_waveforms(
+        dataset[1]["noisy_sig"][None],
+        brain.hparams.transform,
+        brain.ema_net,
+        SDE,
+        brain.hparams.sampler,
+        generator=generator,
+    ).stage1[0]
+    saved, rate = sf.read(tmp_path / "enhanced" / "stage1" / "u1.wav")
+    assert rate == 16000
+    assert np.allclose(saved, expected.numpy(), atol=1e-6)
+
+
+class ToyRefiner(torch.nn.Module):
+    """x_hat scaled by a learnt factor; inputs padded to 4 frames."""
+
+    frame_multiple = 4
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(0.8))
+
+    def forward(self, x_hat, y):
+        return x_hat * self.gain
+
+
+def test_refiner_brain_tests_both_stages_from_one_sample(tmp_path):
+    torch.manual_seed(0)
+    backbone = ToyBackbone()
+    stage1 = SimpleNamespace(
+        score_model=ScoreModel(backbone, SDE).eval(),
+        backbone=backbone,
+        sde=SDE,
+        transform=SpectralTransform(),
+        sampler=Sampler("euler", 2),
+    )
+    hparams = {
+        "ema_decay": 0.5,
+        "sample_rate": 16000,
+        "valid_enhance_utterances": 0,
+        "seed": 3,
+        "spec_weight": 1.0,
+        "mag_weight": 0.0,
+        "time_weight": 0.0,
+        "test_csv": tmp_path / "test.csv",
+        "test_utterance_csv": tmp_path / "utterances.csv",
+        "elbo_csv": tmp_path / "elbo.csv",
+        "elbo_diffusion_samples": 2,
+        "elbo_reconstruction_samples": 1,
+        "elbo_utterances": 1,
+        "decoder_fit_batches": 1,
+        "train_logger": FileTrainLogger(tmp_path / "log.txt"),
+    }
+    brain = RefinerBrain(
+        {"refiner": ToyRefiner()},
+        lambda params: torch.optim.SGD(params, lr=0.1),
+        hparams,
+        run_opts={"device": "cpu", "noprogressbar": True},
+        stage1=stage1,
+    )
+    dataset = toy_dataset(2, samples=6000)
+    brain.evaluate(dataset, test_loader_kwargs={"batch_size": 1})
+    rows = {row["system"]: row for row in read_rows(tmp_path / "test.csv")}
+    assert list(rows) == ["noisy", "stage1", "stage1+2"]
+    assert (rows["stage1"]["nfe"], rows["stage1+2"]["nfe"]) == ("2", "3")
+    assert rows["stage1"]["elbo_utterances"] == "1"
+    assert rows["stage1"]["elbo_prior"] == rows["stage1+2"]["elbo_prior"]
+    assert brain.decoder_variances["source"] == "default"
+    assert len(read_rows(tmp_path / "elbo.csv")) == 2
+    # both stages come from one sample of the pipeline, padded for both
+    # networks, as the exported two-stage model enhances
+    generator = torch.Generator().manual_seed(utterance_seed(3, "u0"))
+    expected = enhance_waveforms(
+        dataset[0]["noisy_sig"][None],
+        stage1.transform,
+        stage1.score_model,
+        SDE,
+        stage1.sampler,
+        refiner=brain.ema_net,
+        generator=generator,
+        frame_multiple=4,
+    )
+    scores = {
+        (row["id"], row["system"]): float(row["si_sdr"])
+        for row in brain.test_utterances
+    }
+    clean = dataset[0]["clean_sig"][None]
+    for system, wav in (
+        ("stage1", expected.stage1),
+        ("stage1+2", expected.refined),
+    ):
+        value = si_sdr(wav, clean)[0].item()
+        assert scores[("u0", system)] == pytest.approx(value, abs=1e-4)
+
+
+def test_stage_args_tool_prints_nul_separated_arguments(tmp_path):
+    score = tmp_path / "score.yaml"
+    score.write_text("loss: sigma2\nbatch_size: 8\n")
+    refiner = tmp_path / "refiner.yaml"
+    refiner.write_text("spec_weight: 1.0\nbatch_size: 8\n")
+
+    def call(*args):
+        return subprocess.run(
+            [sys.executable, str(STAGE_ARGS), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    args = ["--loss=x", "--batch_size", "2", "--noprogressbar"]
+    ok = call(refiner, score, "--", *args)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "--batch_size\x002\x00--noprogressbar\x00"
+    typo = call(score, refiner, "--", "--sigma_mx=1")
+    assert typo.returncode == 1
+    assert "error: --sigma_mx is neither" in typo.stderr
+    assert "usage" in call(score).stderr
+
+
 # -- exported folders --------------------------------------------------------
-def test_load_enhancer_folder_round_trip(tmp_path):
+def test_load_enhancer_round_trip(tmp_path):
     backbone = tiny_backbone()
     folder = export_enhancer(
         tmp_path / "model", backbone, SDE, SpectralTransform(), Sampler("pc", 5)
     )
-    loaded = load_enhancer_folder(folder)
+    loaded = load_enhancer(folder)
     assert loaded.refiner is None and loaded.sampler.steps == 5
     assert loaded.sde.gns.sigma_max == 0.5
     x = torch.randn(1, 1, 256, 8, dtype=torch.complex64)
@@ -384,9 +490,9 @@ def test_load_enhancer_folder_round_trip(tmp_path):
     with open(folder / "score_model.ckpt", "ab") as handle:
         handle.write(b"0")
     with pytest.raises(ValueError, match="SHA-256"):
-        load_enhancer_folder(folder)
+        load_enhancer(folder)
     with pytest.raises(FileNotFoundError, match="not an exported model"):
-        load_enhancer_folder(tmp_path)
+        load_enhancer(tmp_path)
 
 
 # -- the stage-1 cache ---------------------------------------------------------

@@ -133,7 +133,7 @@ def _placeholders(path):
 def test_recipe_yaml_loads_with_overrides(path, tmp_path):
     from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_elbo.training import parse_arguments
+    from speechbrain_elbo.recipe import parse_arguments
 
     stage = path.stem.split("_", 1)[-1]
     main = path.parents[1] / f"{stage}.yaml"

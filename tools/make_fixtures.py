@@ -1,16 +1,19 @@
-"""Makes the committed audio fixtures of tests/samples/ from Debian packages.
+"""Makes the bundled audio fixtures (minidata/samples/) from Debian packages.
 
 Three speech clips from three packages (Russian male, English female,
 English male LibriVox reader) and two CC0 noises, 16 kHz mono 16-bit, about
 3-4 s each, with ``samples.csv`` (read by
-``speechbrain_elbo.dataprep.sources.load_fixtures``) and ``LICENSE.md``.
+``speechbrain_elbo.minidata.clips.load_fixtures``) and ``LICENSE.md``.
+They are package data of ``speechbrain_elbo.minidata`` (the tests use them,
+and the mini data sets fall back to them when apt is unavailable).
 The clips are the utterances prepared by ``prepare_speech`` and
 ``prepare_noise`` (trimmed, resampled, peak-normalised), so the fixtures are
 modified copies of the originals; LICENSE.md says so.
 
 Usage::
 
-    python tools/make_fixtures.py [--cache-dir DIR] [--out tests/samples]
+    python tools/make_fixtures.py [--cache-dir DIR] \
+        [--out speechbrain_elbo/minidata/samples]
 """
 
 import argparse
@@ -18,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from speechbrain_elbo.dataprep.sources import (
-    LICENCES,
+from speechbrain_elbo.fileio import write_audio_atomic, write_text_atomic
+from speechbrain_elbo.minidata.bank import prepare_noise, prepare_speech
+from speechbrain_elbo.minidata.clips import DEFAULT_SAMPLES, Clip, save_clips
+from speechbrain_elbo.minidata.packages import LICENCES
+from speechbrain_elbo.minidata.signals import (
     SAMPLE_RATE,
-    Clip,
+    check_full_scale,
     fade_edges,
-    prepare_noise,
-    prepare_speech,
-    save_clips,
-    write_wav_atomic,
 )
 
 #: (file name, speaker) of the speech fixtures; the first utterance of the
@@ -50,7 +52,8 @@ they were decoded (G.722 for the asterisk prompt), resampled to 16 kHz mono
 where needed, trimmed of leading and trailing silence, faded in and out over
 5 ms, peak-normalised to 0.9 and, for the noises, cut to their first 4 s.
 They were made by `tools/make_fixtures.py`; `samples.csv` names the package
-and original file of each. They are used as test data only.
+and original file of each. They are test data, and the fallback of the
+mini data sets when the Debian packages cannot be fetched.
 
 ## speech_ru.wav: festvox-ru (msu_ru_nsh_clunits voice)
 
@@ -137,6 +140,12 @@ vinyl_hiss by veezay (freesound 130393), loop_safari by nemaavla
 """
 
 
+def _write(path, wav):
+    """Writes a fixture as 16-bit PCM at 16 kHz (refusing clipped samples)."""
+    check_full_scale(wav, path)
+    write_audio_atomic(path, wav, SAMPLE_RATE, "PCM_16")
+
+
 def _pick_speech(clips, speaker):
     """First utterance (by id) of a speaker lasting 3.0-4.5 s."""
     for clip in sorted(clips, key=lambda c: c.uid):
@@ -152,7 +161,7 @@ def make_fixtures(out_dir, cache_dir=None):
     Arguments
     ---------
     out_dir : str or pathlib.Path
-        Destination (e.g. tests/samples).
+        Destination (e.g. speechbrain_elbo/minidata/samples).
     cache_dir : str or pathlib.Path or None
         Cache of the Debian packages.
 
@@ -168,7 +177,7 @@ def make_fixtures(out_dir, cache_dir=None):
     for name, speaker in SPEECH:
         clip = _pick_speech(speech, speaker)
         path = out_dir / name
-        write_wav_atomic(path, clip.read())
+        _write(path, clip.read())
         uid = Path(name).stem
         originals[speaker] = clip.source
         written.append(
@@ -181,7 +190,7 @@ def make_fixtures(out_dir, cache_dir=None):
         wav = fade_edges(clip.read(0, round(seconds * SAMPLE_RATE)))
         peak = float(np.max(np.abs(wav)))
         path = out_dir / name
-        write_wav_atomic(path, wav * (0.9 / peak))
+        _write(path, wav * (0.9 / peak))
         uid = Path(name).stem
         noise_sources.append(clip.source)
         written.append(
@@ -189,13 +198,14 @@ def make_fixtures(out_dir, cache_dir=None):
                  clip.source, LICENCES["sonic-pi-samples"])
         )  # fmt: skip
     save_clips(out_dir / "samples.csv", written)
-    (out_dir / "LICENSE.md").write_text(
+    write_text_atomic(
+        out_dir / "LICENSE.md",
         LICENSE_TEXT.format(
             ru_source=originals["ru_nsh"],
             en_source=originals["en_allison"].replace("+", " + "),
             lv_source=originals["librivox_austen"],
             noise_sources=", ".join(noise_sources),
-        )
+        ),
     )
     return written
 
@@ -212,8 +222,9 @@ def main(argv=None):
     parser.add_argument("--cache-dir", help="cache of the Debian packages")
     parser.add_argument(
         "--out",
-        default=str(Path(__file__).resolve().parents[1] / "tests" / "samples"),
-        help="destination folder (default: tests/samples)",
+        default=str(DEFAULT_SAMPLES),
+        help="destination folder (default: the bundled fixtures, "
+        "speechbrain_elbo/minidata/samples)",
     )
     args = parser.parse_args(argv)
     clips = make_fixtures(args.out, args.cache_dir)

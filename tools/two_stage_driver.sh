@@ -34,7 +34,8 @@
 # (CPU demo) or full (the GPU setting of hparams/*.yaml, default). Extra
 # --key=value overrides go to each stage whose YAML file has the key;
 # SpeechBrain run options (--device, --precision, ...) go to both; an
-# unknown key is an error before anything runs.
+# unknown key is an error before anything runs (tools/stage_args.py routes
+# them).
 #
 # Environment: PYTHON (default python) runs the steps; LAUNCHER (default
 # $PYTHON) the training steps, e.g. LAUNCHER="torchrun --nproc_per_node=4";
@@ -47,6 +48,7 @@ driver_usage() {
 }
 
 [[ $# -ge 3 ]] || driver_usage
+TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ -d $1 ]] || { echo "error: recipe folder $1 does not exist" >&2; exit 2; }
 HERE=$(cd "$1" && pwd)
 RUN_NAME=$2
@@ -158,7 +160,7 @@ EXTRA=(${CHOICE_ARGS[@]+"${CHOICE_ARGS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
 split_args() {  # split_args OUT_ARRAY YAML OTHER_YAML
     local -n target=$1
     local selected
-    selected=$("$PYTHON" -m speechbrain_elbo.training stage-args "$2" "$3" \
+    selected=$("$PYTHON" "$TOOLS/stage_args.py" "$2" "$3" \
         -- ${EXTRA[@]+"${EXTRA[@]}"} | tr '\0' '\n') || exit 2
     if [[ -n $selected ]]; then
         mapfile -t -O "${#target[@]}" target <<< "$selected"

@@ -5,7 +5,7 @@
 #       [--config tiny|small|full] [--key=value ...]
 #
 # DATA_FOLDER holds wav16k/ (the official WHAMR! layout, or one made by
-# python -m speechbrain_elbo.dataprep.rooms). --task: dereverb (s1_reverb ->
+# python -m speechbrain_elbo.minidata.rooms). --task: dereverb (s1_reverb ->
 # s1_anechoic, default) or denoise_dereverb (mix_single_reverb ->
 # s1_anechoic); one OUTPUT_FOLDER per task.
 #

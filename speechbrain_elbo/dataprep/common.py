@@ -3,14 +3,12 @@
 Everything a corpus preparation needs besides its folder layout lives here:
 audio header and content checks, pairing of input/target files with a
 listing of the unpaired ones, resampling into a cache under the save folder,
-atomic writes and the completion marker that makes a preparation idempotent.
+and the completion marker that makes a preparation idempotent.
 """
 
 import hashlib
 import json
 import os
-import tempfile
-from collections import namedtuple
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +17,12 @@ import torch
 import torchaudio
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
+
+from speechbrain_elbo.fileio import (
+    audio_info,
+    write_audio_atomic,
+    write_json_atomic,
+)
 
 logger = get_logger(__name__)
 
@@ -32,48 +36,6 @@ MAX_LISTED = 10
 #: Bumped when the content of the manifests changes, so that a preparation
 #: made by an older version of this code is redone.
 PREP_VERSION = 1
-
-AudioInfo = namedtuple("AudioInfo", ["frames", "sample_rate", "channels"])
-
-
-def audio_info(path):
-    """Reads the header of an audio file.
-
-    Arguments
-    ---------
-    path : str or pathlib.Path
-        The audio file.
-
-    Returns
-    -------
-    AudioInfo
-        Named tuple ``(frames, sample_rate, channels)``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file cannot be parsed as audio.
-
-    Example
-    -------
-    >>> path = getfixture("tmp_path") / "a.wav"
-    >>> sf.write(path, [0.1, -0.1, 0.2], 16000)
-    >>> audio_info(path)
-    AudioInfo(frames=3, sample_rate=16000, channels=1)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Audio file not found: {path}")
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.LibsndfileError) as err:
-        raise ValueError(
-            f"Cannot read the audio file {path} ({err}). Replace it with a "
-            "valid WAV/FLAC file."
-        ) from err
-    return AudioInfo(info.frames, info.samplerate, info.channels)
 
 
 def format_file_list(items, limit=MAX_LISTED):
@@ -322,7 +284,7 @@ def check_headers(paths, rates):
     Returns
     -------
     dict
-        Path -> AudioInfo.
+        Path -> :class:`speechbrain_elbo.fileio.AudioInfo`.
 
     Raises
     ------
@@ -404,72 +366,6 @@ def resampled_length(frames, orig_sr, new_sr):
     16001
     """
     return -(-frames * new_sr // orig_sr)
-
-
-def write_audio_atomic(path, wav, sample_rate):
-    """Writes a mono WAV file through a temporary file and ``os.replace``.
-
-    16-bit PCM is used unless the signal reaches full scale (resampling can
-    overshoot), in which case 32-bit float avoids clipping.
-
-    Arguments
-    ---------
-    path : str or pathlib.Path
-        Destination; parent folders are created.
-    wav : torch.Tensor
-        1-D waveform.
-    sample_rate : int
-        Its sample rate.
-
-    Example
-    -------
-    >>> path = getfixture("tmp_path") / "sub" / "a.wav"
-    >>> write_audio_atomic(path, torch.tensor([0.5, -0.5]), 16000)
-    >>> sf.read(path)[0].tolist()
-    [0.5, -0.5]
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = wav.detach().cpu().numpy()
-    subtype = "PCM_16" if wav.abs().max() < 1.0 else "FLOAT"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(obj, path):
-    """Writes JSON through a temporary file and ``os.replace``.
-
-    Arguments
-    ---------
-    obj : object
-        JSON-serialisable data.
-    path : str or pathlib.Path
-        Destination; parent folders are created.
-
-    Example
-    -------
-    >>> path = getfixture("tmp_path") / "x.json"
-    >>> write_json_atomic({"a": 1}, path)
-    >>> json.loads(path.read_text())
-    {'a': 1}
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fout:
-            json.dump(obj, fout, indent=2)
-            fout.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fingerprint(paths):
@@ -561,7 +457,7 @@ def write_marker(marker, options):
     >>> marker.read_text().count("dereverb")
     1
     """
-    write_json_atomic(options, marker)
+    write_json_atomic(marker, options)
 
 
 def cache_folder(save_folder, sample_rate):
@@ -627,7 +523,7 @@ def convert_file(src, dst, sample_rate, src_info=None):
         Where a resampled copy goes.
     sample_rate : int
         Target sample rate.
-    src_info : AudioInfo or None
+    src_info : speechbrain_elbo.fileio.AudioInfo or None
         Header of ``src`` if already read.
 
     Returns
@@ -660,7 +556,9 @@ def convert_file(src, dst, sample_rate, src_info=None):
     wav = read_audio_checked(src, info.sample_rate)
     check_content(wav, src)
     out = torchaudio.functional.resample(wav, info.sample_rate, sample_rate)
-    write_audio_atomic(dst, out, sample_rate)
+    # 16-bit unless resampling overshoots full scale (float then, no clip)
+    subtype = "PCM_16" if out.abs().max() < 1.0 else "FLOAT"
+    write_audio_atomic(dst, out, sample_rate, subtype)
     return dst, out.numel()
 
 

@@ -22,9 +22,9 @@ from speechbrain_elbo.dataprep.common import (
     pair_files,
     require_dirs,
     warn_if_unexpected_count,
-    write_json_atomic,
     write_marker,
 )
+from speechbrain_elbo.fileio import write_json_atomic
 
 logger = get_logger(__name__)
 
@@ -298,7 +298,7 @@ def prepare_whamr(
         for uid, entry in entries.items():
             entry["spk_id"] = uid[:3]
             entry.update(meta.get(uid, {}))
-        write_json_atomic(entries, manifests[split])
+        write_json_atomic(manifests[split], entries)
         logger.info(f"Wrote {manifests[split]} ({len(entries)} utterances).")
     write_marker(marker, options)
     return manifests

@@ -37,7 +37,7 @@ import pathlib
 import shutil
 import sys
 
-from speechbrain_elbo.export import export_enhancer
+from speechbrain_elbo.export import export_enhancer, load_enhancer
 from speechbrain_elbo.pretrained import PRETRAINED_DIR
 from speechbrain_elbo.sampling import Sampler
 
@@ -102,10 +102,8 @@ def bundle_model(
     pathlib.Path
         The written folder.
     """
-    from speechbrain_elbo.training import load_enhancer_folder
-
     source = pathlib.Path(source)
-    loaded = load_enhancer_folder(source)
+    loaded = load_enhancer(source)
     default = loaded.sampler
     chosen = Sampler(
         sampler or default.name,

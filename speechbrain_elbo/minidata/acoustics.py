@@ -1,62 +1,37 @@
-"""Room simulation: clean 16 kHz speech to the WHAMR! layout.
+"""Simulated rooms: impulse responses, their RT60 and their direct part.
 
-For users without WHAMR! (and for MiniWHAMR), this module reverberates any
-folder of clean speech in simulated shoebox rooms (pyroomacoustics, image
-method, as WHAMR! did) and optionally adds noise:
+Shoebox rooms are simulated with pyroomacoustics (image method, as WHAMR!
+did). :func:`simulate_room` draws a room, a talker and a microphone
+(:class:`RoomConfig`) and returns a :class:`RoomResponse`:
 
-- ``s1_reverb``: speech convolved with the room impulse response (RIR);
-- ``s1_anechoic``: the dereverberation target, speech convolved with the
-  direct path of the same RIR plus whatever arrives in the following
-  ``direct_ms`` = 2.5 ms (faded out over a further 1 ms). It has the same
-  delay and length as ``s1_reverb``, so the two are aligned sample by
-  sample, as WHAMR!'s ``s1_anechoic``;
-- ``noise``: the scaled noise, and ``mix_single_reverb`` = ``s1_reverb`` +
-  ``noise``.
+- ``rir``: the room impulse response (RIR);
+- ``target``: the direct path of the same RIR plus whatever arrives in the
+  following ``direct_ms`` = 2.5 ms (faded out over a further 1 ms), with the
+  same delay and length as ``rir``; :func:`reverberate` convolves speech
+  with both, giving a reverberant signal and its dereverberation target
+  aligned sample by sample, as WHAMR!'s ``s1_reverb`` and ``s1_anechoic``.
 
-The RT60 of each RIR is measured (Schroeder backward integration, T30) and
-the absorption is adjusted until the measured value lies within 10 % of the
-drawn target and inside the configured range (the RT60 that Sabine's
-formula promises is typically missed by 10-60 %). The measured RT60 and the
-direct-to-reverberant ratio (DRR) go into ``metadata/<split>.csv``.
+The RT60 of each RIR is measured (:func:`measure_rt60`: Schroeder backward
+integration, T30) and the absorption is adjusted until the measured value
+lies within 10 % of the drawn target and inside the configured range (the
+RT60 that Sabine's formula promises is typically missed by 10-60 %). The
+direct-to-reverberant ratio (DRR) is measured too.
 
-Command line::
-
-    python -m speechbrain_elbo.dataprep.rooms --speech CLEAN_DIR --out OUT \\
-        [--noise NOISE_DIR] [--split tt] [--seed 0] [--rt60 0.2 1.0]
+Example
+-------
+>>> room = simulate_room(RoomConfig(rt60_range=(0.2, 0.3)),
+...                      np.random.default_rng(0))
+>>> 0.2 <= room.rt60 <= 0.3, room.direct_index < room.rir.size
+(True, True)
 """
 
-import argparse
-import json
-import re
-import shutil
-import zlib
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pyroomacoustics as pra
 from scipy.signal import fftconvolve
-from speechbrain.utils.logger import get_logger
-from tqdm import tqdm
 
-from speechbrain_elbo.dataprep.sources import (
-    SAMPLE_RATE,
-    STAMP_NAME,
-    active_speech_level,
-    choose_noise,
-    clips_from_folder,
-    scale_to_snr,
-    write_csv_atomic,
-    write_wav_atomic,
-)
-
-logger = get_logger(__name__)
-
-#: WHAMR! sub-folders written for each split.
-WHAMR_FOLDERS = ("s1_anechoic", "s1_reverb", "mix_single_reverb", "noise")
-
-#: Peak that no written signal exceeds (a common gain is applied).
-MAX_PEAK = 0.99
+from speechbrain_elbo.minidata.signals import SAMPLE_RATE
 
 
 @dataclass
@@ -195,6 +170,14 @@ class RoomResponse:
         -------
         dict
             Rounded values.
+
+        Example
+        -------
+        >>> room = simulate_room(RoomConfig(rt60_range=(0.2, 0.3)),
+        ...                      np.random.default_rng(0))
+        >>> row = room.metadata()
+        >>> row["rt60"] == round(room.rt60, 4), sorted(row)[:3]
+        (True, ['absorption', 'direct_delay', 'distance_m'])
         """
         row = {
             "rt60": round(self.rt60, 4),
@@ -487,343 +470,3 @@ def reverberate(speech, room):
     reverb = fftconvolve(x, room.rir)[: x.size]
     anechoic = fftconvolve(x, room.target)[: x.size]
     return reverb, anechoic
-
-
-def _rng_for(seed, split, index):
-    """An independent generator per item (order-free determinism)."""
-    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
-
-
-def _safe(text):
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
-
-
-def simulate_split(
-    speech_clips,
-    noise_clips,
-    root,
-    split,
-    seed=0,
-    config=None,
-    snr_range=(0.0, 15.0),
-    level_range=(-30.0, -20.0),
-    synthetic_share=0.2,
-    progress=True,
-):
-    """Writes one split of the WHAMR! layout from clean clips.
-
-    For item ``i`` (clip ``i``), with a generator seeded by ``(seed, split,
-    i)``: a room is simulated (:func:`simulate_room`), the clip reverberated
-    (:func:`reverberate`), scaled so that the reverberant speech has an
-    active level (ITU-T P.56) drawn from ``level_range`` dBFS, and noise
-    (:func:`~speechbrain_elbo.dataprep.sources.choose_noise`) added at an
-    SNR drawn uniformly from ``snr_range`` relative to that active level.
-    If any signal would exceed a peak of 0.99, all four are scaled down by
-    the same factor (recorded as ``gain``).
-
-    Arguments
-    ---------
-    speech_clips : list of Clip
-        Clean speech, one item per clip.
-    noise_clips : list of Clip
-        Real noise files (may be empty: synthetic noise only).
-    root : str or pathlib.Path
-        Root of the WHAMR! layout; writes
-        ``root/wav16k/min/<split>/{s1_anechoic,s1_reverb,mix_single_reverb,
-        noise}/<id>.wav`` and ``root/metadata/<split>.csv``.
-    split : str
-        Split folder name (``tr``, ``cv``, ``tt``).
-    seed : int
-        Seed.
-    config : RoomConfig or None
-        Room distribution (default :class:`RoomConfig`).
-    snr_range : tuple of float
-        SNR range in dB.
-    level_range : tuple of float
-        Active level range of the reverberant speech in dBFS.
-    synthetic_share : float
-        Probability of synthetic noise when real noise is available.
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    list of dict
-        The metadata rows.
-    """
-    config = config or RoomConfig()
-    root = Path(root)
-    folders = {
-        name: root / "wav16k" / "min" / split / name for name in WHAMR_FOLDERS
-    }
-    rows = []
-    items = enumerate(speech_clips)
-    if progress:
-        items = tqdm(items, total=len(speech_clips), desc=f"Simulating {split}")
-    for index, clip in items:
-        rng = _rng_for(seed, split, index)
-        speech = clip.read().astype(np.float64)
-        room = simulate_room(config, rng)
-        reverb, anechoic = reverberate(speech, room)
-        level, _ = active_speech_level(reverb)
-        if level <= 0:
-            raise ValueError(f"{clip.path} is silent; remove it.")
-        level_db = rng.uniform(*level_range)
-        gain = np.sqrt(10 ** (level_db / 10) / level)
-        reverb, anechoic = reverb * gain, anechoic * gain
-        snr = float(rng.uniform(*snr_range))
-        noise, noise_info = choose_noise(
-            noise_clips, speech.size, rng, synthetic_share
-        )
-        noise = scale_to_snr(10 ** (level_db / 10), noise, snr)
-        mix = reverb + noise
-        peak = max(np.max(np.abs(s)) for s in (mix, reverb, anechoic, noise))
-        rescale = min(1.0, MAX_PEAK / peak)
-        uid = f"{split}{index:05d}_{_safe(clip.uid)}"
-        signals = {
-            "s1_anechoic": anechoic,
-            "s1_reverb": reverb,
-            "mix_single_reverb": mix,
-            "noise": noise,
-        }
-        for name, signal in signals.items():
-            write_wav_atomic(folders[name] / f"{uid}.wav", signal * rescale)
-        row = {
-            "id": uid,
-            "spk_id": clip.speaker,
-            "source": f"{clip.package}:{clip.source}",
-            "licence": clip.licence,
-            "clip": clip.uid,
-            "clip_start": clip.start,
-            "clip_stop": clip.stop,
-            "snr_db": round(snr, 3),
-            "level_dbfs": round(level_db + 20 * np.log10(rescale), 3),
-            "gain": round(rescale, 5),
-            "duration_s": round(speech.size / SAMPLE_RATE, 4),
-        }
-        row.update(noise_info)
-        row.update(room.metadata())
-        rows.append(row)
-    write_csv_atomic(root / "metadata" / f"{split}.csv", rows)
-    return rows
-
-
-def simulate_folder(
-    speech_dir,
-    out_dir,
-    noise_dir=None,
-    split="tt",
-    seed=0,
-    config=None,
-    snr_range=(0.0, 15.0),
-    level_range=(-30.0, -20.0),
-    licence="unknown",
-    overwrite=False,
-    progress=True,
-):
-    """Turns a folder of clean 16 kHz speech into one WHAMR! split.
-
-    Every .wav/.flac file under ``speech_dir`` becomes one item (see
-    :func:`simulate_split`). Noise comes from the files under ``noise_dir``
-    (their sub-folder names are the noise categories), plus synthetic noise;
-    without ``noise_dir`` the noise is synthetic only. The split is written
-    into a temporary folder and moved into place when complete; a second
-    call with the same options does nothing.
-
-    Arguments
-    ---------
-    speech_dir : str or pathlib.Path
-        Clean speech (16 kHz mono).
-    out_dir : str or pathlib.Path
-        Root of the WHAMR! layout (other splits in it are left alone).
-    noise_dir : str or pathlib.Path or None
-        Noise recordings (16 kHz).
-    split : str
-        ``tr``, ``cv`` or ``tt``.
-    seed : int
-        Seed.
-    config : RoomConfig or None
-        Room distribution.
-    snr_range : tuple of float
-        SNR range in dB.
-    level_range : tuple of float
-        Active level range of the reverberant speech (dBFS).
-    licence : str
-        Licence recorded for the speech files.
-    overwrite : bool
-        Rebuild a split made with other options.
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    pathlib.Path
-        The metadata CSV of the split.
-
-    Raises
-    ------
-    FileExistsError
-        If the split exists and was made otherwise (without ``overwrite``).
-
-    Example
-    -------
-    >>> from speechbrain_elbo.dataprep.sources import DEFAULT_SAMPLES
-    >>> root = getfixture("tmp_path")
-    >>> clean = root / "clean"
-    >>> clean.mkdir()
-    >>> _ = shutil.copy(DEFAULT_SAMPLES / "speech_ru.wav", clean)
-    >>> csv_path = simulate_folder(clean, root / "out", progress=False,
-    ...                            config=RoomConfig(rt60_range=(0.2, 0.3)))
-    >>> sorted(p.name for p in (root / "out/wav16k/min/tt").iterdir())
-    ['mix_single_reverb', 'noise', 's1_anechoic', 's1_reverb']
-    """
-    config = config or RoomConfig()
-    out_dir = Path(out_dir)
-    speech = clips_from_folder(speech_dir, "speech", licence)
-    noise = clips_from_folder(noise_dir, "noise") if noise_dir else []
-    options = {
-        "speech_dir": str(Path(speech_dir).resolve()),
-        "noise_dir": str(Path(noise_dir).resolve()) if noise_dir else None,
-        "speech": [(c.uid, c.num_samples) for c in speech],
-        "noise": [(c.uid, c.num_samples) for c in noise],
-        "split": split,
-        "seed": seed,
-        "config": asdict(config),
-        "snr_range": list(snr_range),
-        "level_range": list(level_range),
-    }
-    options = json.loads(json.dumps(options))
-    split_dir = out_dir / "wav16k" / "min" / split
-    csv_path = out_dir / "metadata" / f"{split}.csv"
-    stamp = out_dir / "metadata" / f"{split}.{STAMP_NAME}"
-    if stamp.is_file() and split_dir.is_dir():
-        if json.loads(stamp.read_text()) == options:
-            logger.info(f"{split_dir} is already simulated with these options")
-            return csv_path
-        if not overwrite:
-            raise FileExistsError(
-                f"{split_dir} was simulated with other options ({stamp}). "
-                "Pass overwrite=True (--overwrite) or another --out."
-            )
-    elif split_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"{split_dir} exists and was not made by this tool. Pass "
-            "overwrite=True (--overwrite) or another --out."
-        )
-    tmp = out_dir / f".{split}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        simulate_split(
-            speech,
-            noise,
-            tmp,
-            split,
-            seed,
-            config,
-            snr_range,
-            level_range,
-            progress=progress,
-        )
-        shutil.rmtree(split_dir, ignore_errors=True)
-        split_dir.parent.mkdir(parents=True, exist_ok=True)
-        (tmp / "wav16k" / "min" / split).rename(split_dir)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        (tmp / "metadata" / f"{split}.csv").replace(csv_path)
-        stamp.write_text(json.dumps(options, indent=1) + "\n")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return csv_path
-
-
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_elbo.dataprep.rooms",
-        description=__doc__.split("\n\n")[0],
-        epilog=(
-            "Writes OUT/wav16k/min/SPLIT/{s1_anechoic,s1_reverb,"
-            "mix_single_reverb,noise}/<id>.wav and OUT/metadata/SPLIT.csv "
-            "(columns id, spk_id, source, licence, snr_db, rt60 (measured), "
-            "rt60_target, drr (dB), room/source/mic coordinates, ...)."
-        ),
-    )
-    parser.add_argument("--speech", required=True, help="clean 16 kHz speech")
-    parser.add_argument("--out", required=True, help="output root")
-    parser.add_argument("--noise", help="noise folder (default: synthetic)")
-    parser.add_argument("--split", default="tt", help="tr, cv or tt")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="same seed, same bytes"
-    )
-    parser.add_argument(
-        "--rt60",
-        nargs=2,
-        type=float,
-        default=(0.2, 1.0),
-        metavar=("LOW", "HIGH"),
-        help="measured RT60 range in seconds",
-    )
-    parser.add_argument(
-        "--snr",
-        nargs=2,
-        type=float,
-        default=(0.0, 15.0),
-        metavar=("LOW", "HIGH"),
-        help="SNR range in dB (WHAMR!: -6 3)",
-    )
-    parser.add_argument(
-        "--max-order", type=int, default=40, help="image-source order cap"
-    )
-    parser.add_argument(
-        "--direct-ms",
-        type=float,
-        default=2.5,
-        help="ms of RIR kept after the direct path in the target",
-    )
-    parser.add_argument(
-        "--licence",
-        default="unknown",
-        help="licence of the speech, recorded in the metadata",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a split simulated with other options",
-    )
-    return parser
-
-
-def main(argv=None):
-    """Command line entry point.
-
-    Arguments
-    ---------
-    argv : list of str or None
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    pathlib.Path
-        The metadata CSV written.
-    """
-    args = _parser().parse_args(argv)
-    config = RoomConfig(
-        rt60_range=tuple(args.rt60),
-        max_order=args.max_order,
-        direct_ms=args.direct_ms,
-    )
-    path = simulate_folder(
-        args.speech,
-        args.out,
-        noise_dir=args.noise,
-        split=args.split,
-        seed=args.seed,
-        config=config,
-        snr_range=tuple(args.snr),
-        licence=args.licence,
-        overwrite=args.overwrite,
-    )
-    print(f"Wrote {path}")
-    return path
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Offline mini data sets in the layouts of VoiceBank-DEMAND and WHAMR!.
 
 Both are made from real recordings shipped by Debian packages (see
-:mod:`speechbrain_elbo.dataprep.sources`) so that the recipes can be run end
+:mod:`speechbrain_elbo.minidata.bank`) so that the recipes can be run end
 to end on machines without the real corpora:
 
 - **MiniVB** (denoising), VoiceBank-DEMAND's layout at 16 kHz::
@@ -26,44 +26,52 @@ to end on machines without the real corpora:
                                    mix_single_reverb,noise}/<id>.wav
       <out>/metadata/{tr,cv,tt}.csv
 
-  made by :mod:`speechbrain_elbo.dataprep.rooms`.
+  made by :mod:`speechbrain_elbo.minidata.rooms`.
 
 The splits are disjoint by recording (a group of joined prompts counts as one
-recording) and by noise file; the pocketsphinx talkers appear only in the
-test set (unseen speakers). Same seed, same bytes; a second call with the
-same options does nothing; a build goes to a temporary folder that is renamed
-when complete.
+recording) and by noise file (:mod:`speechbrain_elbo.minidata.splits`); the
+pocketsphinx talkers appear only in the test set (unseen speakers). Same
+seed, same bytes; a second call with the same options does nothing; a build
+goes to a temporary folder that is renamed when complete
+(:mod:`speechbrain_elbo.minidata.folders`).
 
 Command line::
 
-    python -m speechbrain_elbo.dataprep.minidata vb --out /data/minivb
-    python -m speechbrain_elbo.dataprep.minidata whamr --out /data/miniwhamr
+    python -m speechbrain_elbo.minidata vb --out /data/minivb
+    python -m speechbrain_elbo.minidata whamr --out /data/miniwhamr
 """
 
 import argparse
 import time
-import zlib
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
-from speechbrain_elbo.dataprep.rooms import RoomConfig, simulate_split
-from speechbrain_elbo.dataprep.sources import (
-    LICENCES,
+from speechbrain_elbo.fileio import (
+    write_audio_atomic,
+    write_csv_atomic,
+    write_text_atomic,
+)
+from speechbrain_elbo.minidata.acoustics import RoomConfig
+from speechbrain_elbo.minidata.bank import load_sources
+from speechbrain_elbo.minidata.clips import choose_noise
+from speechbrain_elbo.minidata.folders import build_once
+from speechbrain_elbo.minidata.packages import LICENCES
+from speechbrain_elbo.minidata.rooms import add_range_options, simulate_split
+from speechbrain_elbo.minidata.signals import (
     SAMPLE_RATE,
     active_speech_level,
-    build_once,
-    choose_noise,
-    load_sources,
+    check_full_scale,
     scale_to_snr,
-    write_csv_atomic,
-    write_wav_atomic,
+    seeded_rng,
 )
-
-logger = get_logger(__name__)
+from speechbrain_elbo.minidata.splits import (
+    HELDOUT_PACKAGES,
+    split_noise,
+    split_speech,
+)
 
 #: Bumped when the content of a built data set changes for the same options.
 MINIDATA_VERSION = 1
@@ -91,169 +99,6 @@ VB_TEST_SNRS = (2.5, 7.5, 12.5, 17.5)
 #: MiniWHAMR's split folders.
 WHAMR_SPLITS = {"train": "tr", "valid": "cv", "test": "tt"}
 
-#: Packages whose talkers are kept out of training and validation.
-HELDOUT_PACKAGES = ("pocketsphinx-testdata",)
-
-#: Share of each real-noise category given to validation and to test.
-NOISE_HELDOUT_SHARE = 0.15
-
-
-def _rng(seed, *keys):
-    """A generator seeded by ``seed`` and string/int keys."""
-    parts = [seed] + [
-        zlib.crc32(key.encode()) if isinstance(key, str) else key
-        for key in keys
-    ]
-    return np.random.default_rng(parts)
-
-
-def split_speech(
-    clips, rng, test_items, valid_items, train_seconds, heldout=()
-):
-    """Splits speech clips into test, validation and training sets.
-
-    Clips are grouped by ``group`` (recording); a group goes to one split
-    only (surplus clips of a group that fills a split are left unused).
-    The test set takes the talkers of ``heldout`` first, then, like the
-    other splits, groups in turn from each remaining talker (round robin, a
-    random order within each talker), so that every talker is represented.
-    Held-out talkers never reach validation or training.
-
-    Arguments
-    ---------
-    clips : list of Clip
-        Speech clips.
-    rng : numpy.random.Generator
-        Shuffles the groups.
-    test_items : int
-        Number of test clips.
-    valid_items : int
-        Number of validation clips.
-    train_seconds : float
-        Training duration to reach (the last clip may overshoot).
-    heldout : collection of str
-        Packages whose talkers only go to the test set.
-
-    Returns
-    -------
-    dict
-        ``{"train": [...], "valid": [...], "test": [...]}`` lists of clips.
-
-    Example
-    -------
-    >>> from speechbrain_elbo.dataprep.sources import load_fixtures
-    >>> bank = load_fixtures(segment_seconds=1.0)
-    >>> parts = split_speech(bank.speech, np.random.default_rng(0), 2, 2,
-    ...                      3.0, heldout=("pocketsphinx-testdata",))
-    >>> [len(parts[k]) for k in ("train", "valid", "test")]
-    [3, 2, 2]
-    >>> {c.package for c in parts["test"]}
-    {'pocketsphinx-testdata'}
-    """
-    groups = {}
-    for clip in clips:
-        groups.setdefault(clip.group, []).append(clip)
-    by_speaker = {}
-    for name in sorted(groups):
-        first = groups[name][0]
-        key = (first.package in heldout, first.speaker)
-        by_speaker.setdefault(key, []).append(name)
-    queues = {}
-    for key in sorted(by_speaker):
-        names = by_speaker[key]
-        queues[key] = [names[i] for i in rng.permutation(len(names))]
-
-    def fill(speakers, items=None, seconds=None):
-        taken, total = [], 0.0
-        while True:
-            active = [key for key in speakers if queues[key]]
-            if not active:
-                return taken
-            for key in active:
-                for clip in groups[queues[key].pop(0)]:
-                    if items is not None and len(taken) >= items:
-                        return taken
-                    if seconds is not None and total >= seconds:
-                        return taken
-                    taken.append(clip)
-                    total += clip.num_samples / SAMPLE_RATE
-                if (items is not None and len(taken) >= items) or (
-                    seconds is not None and total >= seconds
-                ):
-                    return taken
-
-    held = [key for key in queues if key[0]]
-    others = [key for key in queues if not key[0]]
-    test = fill(held, items=test_items)
-    if len(test) < test_items:
-        test += fill(others, items=test_items - len(test))
-    valid = fill(others, items=valid_items)
-    train = fill(others, seconds=train_seconds)
-    got = {"test": len(test), "valid": len(valid)}
-    for name, wanted in (("test", test_items), ("valid", valid_items)):
-        if got[name] < wanted:
-            logger.warning(
-                f"Only {got[name]} of the {wanted} {name} items could be "
-                "filled from the available speech."
-            )
-    seconds = sum(c.num_samples for c in train) / SAMPLE_RATE
-    if seconds < train_seconds:
-        logger.warning(
-            f"Only {seconds / 60:.1f} of the {train_seconds / 60:.1f} "
-            "training minutes could be filled from the available speech."
-        )
-    return {"train": train, "valid": valid, "test": test}
-
-
-def split_noise(clips, rng, heldout_share=NOISE_HELDOUT_SHARE):
-    """Splits noise files into disjoint sets, per category.
-
-    In each category, a random ``heldout_share`` of the files (at least one)
-    goes to test and as many to validation when there are three files or
-    more; with two files, one goes to training and one to test; a single
-    file goes to training. A split without real noise of some category
-    simply uses the others (and synthetic noise).
-
-    Arguments
-    ---------
-    clips : list of Clip
-        Noise clips (``speaker`` is the category).
-    rng : numpy.random.Generator
-        Shuffles the files.
-    heldout_share : float
-        Share of validation and of test files.
-
-    Returns
-    -------
-    dict
-        ``{"train": [...], "valid": [...], "test": [...]}``.
-
-    Example
-    -------
-    >>> from speechbrain_elbo.dataprep.sources import load_fixtures
-    >>> parts = split_noise(load_fixtures().noise, np.random.default_rng(0))
-    >>> [len(parts[k]) for k in ("train", "valid", "test")]
-    [1, 0, 1]
-    """
-    parts = {"train": [], "valid": [], "test": []}
-    categories = sorted({clip.speaker for clip in clips})
-    for category in categories:
-        files = sorted(
-            (c for c in clips if c.speaker == category), key=lambda c: c.uid
-        )
-        files = [files[i] for i in rng.permutation(len(files))]
-        if len(files) >= 3:
-            n = max(1, round(heldout_share * len(files)))
-            parts["test"] += files[:n]
-            parts["valid"] += files[n : 2 * n]
-            parts["train"] += files[2 * n :]
-        elif len(files) == 2:
-            parts["test"].append(files[0])
-            parts["train"].append(files[1])
-        else:
-            parts["train"] += files
-    return parts
-
 
 def _pseudo_names(clips, split):
     """VoiceBank-style names ``pXXX_NNN`` for the clips of a split."""
@@ -277,7 +122,7 @@ def _sources_text(kind, bank, counts):
     lines = [
         f"# {kind}: where the audio comes from",
         "",
-        "Generated by speechbrain_elbo.dataprep.minidata from the recordings "
+        "Generated by speechbrain_elbo.minidata from the recordings "
         f"listed below ({bank.origin}). The recordings were MODIFIED: "
         "resampled to 16 kHz mono, trimmed, joined, rescaled, mixed with "
         "noise"
@@ -298,14 +143,6 @@ def _sources_text(kind, bank, counts):
     return "\n".join(lines)
 
 
-def _check_sizes(train_minutes, valid_items, test_items):
-    if train_minutes <= 0 or valid_items < 1 or test_items < 1:
-        raise ValueError(
-            "train_minutes must be positive and valid_items, test_items at "
-            f"least 1 (got {train_minutes}, {valid_items}, {test_items})."
-        )
-
-
 def _mix_vb_split(clips, noise, names, root, split, seed, snrs, options):
     """Writes the clean/noisy pairs of one MiniVB split; returns rows."""
     clean_dir, noisy_dir = VB_FOLDERS["test" if split == "test" else "train"]
@@ -314,7 +151,7 @@ def _mix_vb_split(clips, noise, names, root, split, seed, snrs, options):
     for index, (clip, name) in enumerate(
         tqdm(pairs, desc=f"MiniVB {split}", disable=not options["progress"])
     ):
-        rng = _rng(seed, "minivb", split, index)
+        rng = seeded_rng(seed, "minivb", split, index)
         speech = clip.read().astype(np.float64)
         level, _ = active_speech_level(speech)
         if level <= 0:
@@ -328,8 +165,10 @@ def _mix_vb_split(clips, noise, names, root, split, seed, snrs, options):
         noisy = speech + scale_to_snr(10 ** (level_db / 10), wav, snr)
         peak = max(np.max(np.abs(noisy)), np.max(np.abs(speech)))
         gain = min(1.0, 0.99 / peak)
-        write_wav_atomic(root / clean_dir / f"{name}.wav", speech * gain)
-        write_wav_atomic(root / noisy_dir / f"{name}.wav", noisy * gain)
+        for folder, signal in ((clean_dir, speech), (noisy_dir, noisy)):
+            path = root / folder / f"{name}.wav"
+            check_full_scale(signal * gain, path)
+            write_audio_atomic(path, signal * gain, SAMPLE_RATE, "PCM_16")
         row = {
             "id": name,
             "split": split,
@@ -349,6 +188,55 @@ def _mix_vb_split(clips, noise, names, root, split, seed, snrs, options):
         rows.append(row)
     write_csv_atomic(root / "metadata" / f"{split}.csv", rows)
     return rows
+
+
+def _build(
+    kind, out_dir, bank, cache_dir, seed, sizes, extra, write_splits, overwrite
+):
+    """What the builders share: sources, options, splits, SOURCES.md.
+
+    ``write_splits(root, speech, noise)`` writes the splits (dicts of clip
+    lists by split, from :func:`~.splits.split_speech` and
+    :func:`~.splits.split_noise`) under ``root`` and returns the number of
+    items per split; the whole is built once per options
+    (:func:`~.folders.build_once`).
+    """
+    train_minutes, valid_items, test_items = sizes
+    if train_minutes <= 0 or valid_items < 1 or test_items < 1:
+        raise ValueError(
+            "train_minutes must be positive and valid_items, test_items at "
+            f"least 1 (got {train_minutes}, {valid_items}, {test_items})."
+        )
+    bank = bank if bank is not None else load_sources(cache_dir)
+    options = {
+        "kind": kind,
+        "version": MINIDATA_VERSION,
+        "sources": bank.origin,
+        "fallback": bank.fallback,
+        "fingerprint": bank.fingerprint(),
+        "seed": seed,
+        "train_minutes": train_minutes,
+        "valid_items": valid_items,
+        "test_items": test_items,
+        **extra,
+    }
+
+    def build(root):
+        speech = split_speech(
+            bank.speech,
+            seeded_rng(seed, "speech"),
+            test_items,
+            valid_items,
+            train_minutes * 60,
+            HELDOUT_PACKAGES,
+        )
+        noise = split_noise(bank.noise, seeded_rng(seed, "noise"))
+        counts = write_splits(root, speech, noise)
+        text = _sources_text(kind, bank, counts)
+        write_text_atomic(root / "SOURCES.md", text)
+
+    build_once(out_dir, options, build, overwrite)
+    return Path(out_dir)
 
 
 def build_minivb(
@@ -373,7 +261,7 @@ def build_minivb(
     out_dir : str or pathlib.Path
         Output folder.
     bank : SourceBank or None
-        Speech and noise (default: :func:`~.sources.load_sources`, i.e. the
+        Speech and noise (default: :func:`~.bank.load_sources`, i.e. the
         Debian packages, or the fixtures if apt is unavailable).
     seed : int
         Seed of every random choice.
@@ -405,7 +293,7 @@ def build_minivb(
 
     Example
     -------
-    >>> from speechbrain_elbo.dataprep.sources import load_fixtures
+    >>> from speechbrain_elbo.minidata.clips import load_fixtures
     >>> out = getfixture("tmp_path") / "minivb"
     >>> _ = build_minivb(out, load_fixtures(segment_seconds=1.0),
     ...                  train_minutes=0.02, valid_items=1, test_items=1,
@@ -413,35 +301,13 @@ def build_minivb(
     >>> sorted(p.name for p in (out / "clean_testset_wav").iterdir())
     ['p232_001.wav']
     """
-    _check_sizes(train_minutes, valid_items, test_items)
-    bank = bank if bank is not None else load_sources(cache_dir)
-    options = {
-        "kind": "MiniVB",
-        "version": MINIDATA_VERSION,
-        "sources": bank.origin,
-        "fallback": bank.fallback,
-        "fingerprint": bank.fingerprint(),
-        "seed": seed,
-        "train_minutes": train_minutes,
-        "valid_items": valid_items,
-        "test_items": test_items,
-        "train_snrs": list(train_snrs),
-        "test_snrs": list(test_snrs),
-        "level_range": list(level_range),
+    settings = {
+        "level_range": level_range,
         "synthetic_share": synthetic_share,
+        "progress": progress,
     }
 
-    def build(root):
-        speech = split_speech(
-            bank.speech,
-            _rng(seed, "speech"),
-            test_items,
-            valid_items,
-            train_minutes * 60,
-            HELDOUT_PACKAGES,
-        )
-        noise = split_noise(bank.noise, _rng(seed, "noise"))
-        settings = dict(options, progress=progress)
+    def write_splits(root, speech, noise):
         counts = {}
         for split in ("train", "valid", "test"):
             names = _pseudo_names(speech[split], split)
@@ -457,10 +323,26 @@ def build_minivb(
                 settings,
             )
             counts[split] = len(rows)
-        (root / "SOURCES.md").write_text(_sources_text("MiniVB", bank, counts))
+        return counts
 
-    build_once(out_dir, options, build, overwrite)
-    return Path(out_dir)
+    extra = {
+        "train_snrs": list(train_snrs),
+        "test_snrs": list(test_snrs),
+        "level_range": list(level_range),
+        "synthetic_share": synthetic_share,
+    }
+    sizes = (train_minutes, valid_items, test_items)
+    return _build(
+        "MiniVB",
+        out_dir,
+        bank,
+        cache_dir,
+        seed,
+        sizes,
+        extra,
+        write_splits,
+        overwrite,
+    )
 
 
 def build_miniwhamr(
@@ -485,7 +367,7 @@ def build_miniwhamr(
     out_dir : str or pathlib.Path
         Output folder.
     bank : SourceBank or None
-        Speech and noise (default: :func:`~.sources.load_sources`).
+        Speech and noise (default: :func:`~.bank.load_sources`).
     seed : int
         Seed of every random choice.
     train_minutes : float
@@ -514,36 +396,21 @@ def build_miniwhamr(
     -------
     pathlib.Path
         ``out_dir``.
-    """
-    _check_sizes(train_minutes, valid_items, test_items)
-    bank = bank if bank is not None else load_sources(cache_dir)
-    room_config = room_config or RoomConfig()
-    options = {
-        "kind": "MiniWHAMR",
-        "version": MINIDATA_VERSION,
-        "sources": bank.origin,
-        "fallback": bank.fallback,
-        "fingerprint": bank.fingerprint(),
-        "seed": seed,
-        "train_minutes": train_minutes,
-        "valid_items": valid_items,
-        "test_items": test_items,
-        "snr_range": list(snr_range),
-        "level_range": list(level_range),
-        "synthetic_share": synthetic_share,
-        "rooms": asdict(room_config),
-    }
 
-    def build(root):
-        speech = split_speech(
-            bank.speech,
-            _rng(seed, "speech"),
-            test_items,
-            valid_items,
-            train_minutes * 60,
-            HELDOUT_PACKAGES,
-        )
-        noise = split_noise(bank.noise, _rng(seed, "noise"))
+    Example
+    -------
+    >>> from speechbrain_elbo.minidata.clips import load_fixtures
+    >>> out = getfixture("tmp_path") / "miniwhamr"
+    >>> _ = build_miniwhamr(out, load_fixtures(segment_seconds=1.0),
+    ...                     train_minutes=0.02, valid_items=1, test_items=1,
+    ...                     room_config=RoomConfig(rt60_range=(0.2, 0.3)),
+    ...                     progress=False)
+    >>> sorted(p.name for p in (out / "wav16k/min/tt/s1_reverb").iterdir())
+    ['tt00000_speech_librivox_s00.wav']
+    """
+    room_config = room_config or RoomConfig()
+
+    def write_splits(root, speech, noise):
         counts = {}
         for split, folder in WHAMR_SPLITS.items():
             rows = simulate_split(
@@ -559,16 +426,31 @@ def build_miniwhamr(
                 progress=progress,
             )
             counts[folder] = len(rows)
-        text = _sources_text("MiniWHAMR", bank, counts)
-        (root / "SOURCES.md").write_text(text)
+        return counts
 
-    build_once(out_dir, options, build, overwrite)
-    return Path(out_dir)
+    extra = {
+        "snr_range": list(snr_range),
+        "level_range": list(level_range),
+        "synthetic_share": synthetic_share,
+        "rooms": asdict(room_config),
+    }
+    sizes = (train_minutes, valid_items, test_items)
+    return _build(
+        "MiniWHAMR",
+        out_dir,
+        bank,
+        cache_dir,
+        seed,
+        sizes,
+        extra,
+        write_splits,
+        overwrite,
+    )
 
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_elbo.dataprep.minidata",
+        prog="python -m speechbrain_elbo.minidata",
         description="Builds MiniVB (VoiceBank-DEMAND layout) and/or "
         "MiniWHAMR (WHAMR! layout) from real recordings of Debian packages.",
     )
@@ -586,8 +468,8 @@ def _parser():
     )
     parser.add_argument(
         "--samples-dir",
-        help="use the fixtures of this folder (e.g. "
-        "tests/samples) instead of the Debian packages",
+        help="use the fixtures of this folder (e.g. the bundled "
+        "speechbrain_elbo/minidata/samples) instead of the Debian packages",
     )
     parser.add_argument(
         "--segment-seconds",
@@ -598,40 +480,19 @@ def _parser():
     parser.add_argument(
         "--seed", type=int, default=1234, help="same seed, same bytes"
     )
-    parser.add_argument(
-        "--train-minutes",
-        type=float,
-        default=60.0,
-        help="training duration in minutes (default 60)",
+    sizes = (
+        ("--train-minutes", float, 60.0, "training duration in minutes"),
+        ("--valid-items", int, 60, "validation utterances"),
+        ("--test-items", int, 100, "test utterances"),
     )
-    parser.add_argument(
-        "--valid-items",
-        type=int,
-        default=60,
-        help="validation utterances (default 60)",
-    )
-    parser.add_argument(
-        "--test-items",
-        type=int,
-        default=100,
-        help="test utterances (default 100)",
-    )
-    parser.add_argument(
-        "--snr",
-        nargs=2,
-        type=float,
-        default=(0.0, 15.0),
-        metavar=("LOW", "HIGH"),
-        help="MiniWHAMR SNR range in dB (WHAMR!: -6 3)",
-    )
-    parser.add_argument(
-        "--rt60",
-        nargs=2,
-        type=float,
-        default=(0.2, 1.0),
-        metavar=("LOW", "HIGH"),
-        help="MiniWHAMR RT60 range in seconds",
-    )
+    for flag, kind, default, text in sizes:
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            help=f"{text} (default {default:g})",
+        )
+    add_range_options(parser, prefix="MiniWHAMR ")
     parser.add_argument(
         "--overwrite",
         action="store_true",

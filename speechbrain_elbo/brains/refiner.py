@@ -1,0 +1,388 @@
+"""Stage 2: the refinement model on cached stage-1 estimates.
+
+:class:`RefinerBrain` trains the refiner with the data-domain loss of
+docs/method.md, section 7 (:class:`speechbrain_elbo.losses.RefinementLoss`)
+on crops of the cached stage-1 estimates (:mod:`speechbrain_elbo.cache`),
+and tests the two stages with the pipeline of inference
+(:func:`speechbrain_elbo.pipeline.enhance_waveforms`): the noisy input,
+stage 1 and stage 1+2 from the same stage-1 sample side by side, with the
+ELBO terms (docs/method.md, section 4) of stage 1 alone and with the refiner
+as decoder. Its export holds both stages.
+"""
+
+import math
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import (
+    if_main_process,
+    is_distributed_initialized,
+)
+from speechbrain.utils.logger import get_logger
+
+from speechbrain_elbo.brains.base import EnhancementBrain
+from speechbrain_elbo.elbo import fit_decoder_variance, negative_elbo
+from speechbrain_elbo.fileio import write_csv_atomic
+from speechbrain_elbo.losses import RefinementLoss
+from speechbrain_elbo.metrics import EnhancementMetrics, gather_objects
+from speechbrain_elbo.pipeline import (
+    enhance_waveforms,
+    frame_multiple_of,
+    utterance_seed,
+)
+from speechbrain_elbo.spectral import frame_mask, peak_normalize
+
+logger = get_logger(__name__)
+
+__all__ = ["RefinerBrain", "ELBO_FIELDS"]
+
+#: Columns of the per-utterance ELBO CSV.
+ELBO_FIELDS = [
+    "id",
+    "system",
+    "neg_elbo",
+    "prior",
+    "diffusion",
+    "reconstruction",
+    "stderr",
+]
+
+#: The terms of the negative ELBO kept per utterance.
+ELBO_TERMS = ("prior", "diffusion", "reconstruction", "stderr")
+
+
+class RefinerBrain(EnhancementBrain):
+    """Stage 2: the refinement model on cached stage-1 estimates.
+
+    ``modules["refiner"]`` is the trained refiner; ``stage1`` is the frozen
+    stage-1 model (:func:`speechbrain_elbo.export.load_enhancer`). Training
+    batches come from :func:`speechbrain_elbo.cache.make_refiner_datasets`
+    (``xhat_spec``, ``noisy_spec``, ``clean_spec``, ``frame_mask``); test
+    batches are whole waveforms (``noisy_sig``, ``clean_sig``). Required
+    hparams besides those of
+    :class:`~speechbrain_elbo.brains.base.EnhancementBrain`:
+    ``spec_weight``, ``mag_weight`` and ``time_weight`` (of the
+    :class:`~speechbrain_elbo.losses.RefinementLoss`), ``test_csv``,
+    ``test_utterance_csv``, ``elbo_csv``, ``elbo_diffusion_samples``,
+    ``elbo_reconstruction_samples``, ``elbo_utterances`` and
+    ``decoder_fit_batches``.
+
+    Arguments
+    ---------
+    stage1 : types.SimpleNamespace
+        The frozen stage 1, as returned by
+        :func:`speechbrain_elbo.export.load_enhancer`.
+    *args, **kwargs
+        Passed to ``speechbrain.Brain``.
+
+    Example
+    -------
+    >>> RefinerBrain({"refiner": torch.nn.Linear(1, 1)}, hparams={})
+    Traceback (most recent call last):
+    ...
+    ValueError: RefinerBrain needs the frozen stage-1 model: ...
+    """
+
+    net_key = "refiner"
+    exported_name = "Two-stage model"
+    test_systems = ("noisy", "stage1", "stage1+2")
+    _required = EnhancementBrain._required + (
+        "spec_weight",
+        "mag_weight",
+        "time_weight",
+        "test_csv",
+        "test_utterance_csv",
+        "elbo_csv",
+        "elbo_diffusion_samples",
+        "elbo_reconstruction_samples",
+        "elbo_utterances",
+        "decoder_fit_batches",
+    )
+
+    def __init__(self, *args, stage1=None, **kwargs):
+        if stage1 is None:
+            raise ValueError(
+                "RefinerBrain needs the frozen stage-1 model: pass "
+                "stage1=speechbrain_elbo.export.load_enhancer(stage1_folder)."
+            )
+        super().__init__(*args, **kwargs)
+        self.stage1 = stage1
+        stage1.score_model.to(self.device)
+        self.decoder_variances = None
+        self.refine_loss = RefinementLoss(
+            stage1.transform,
+            spec_weight=self.hparams.spec_weight,
+            mag_weight=self.hparams.mag_weight,
+            time_weight=self.hparams.time_weight,
+        )
+
+    @property
+    def transform(self):
+        """The spectral transform of stage 1."""
+        return self.stage1.transform
+
+    def _spectrograms(self, batch):
+        def complex_of(item):
+            data = item.data.to(self.device).float()
+            return torch.complex(data[:, :1], data[:, 1:])
+
+        mask = batch.frame_mask.data.to(self.device)[:, None, None, :]
+        return (
+            complex_of(batch.xhat_spec),
+            complex_of(batch.noisy_spec),
+            complex_of(batch.clean_spec),
+            mask,
+        )
+
+    def compute_forward(self, batch, stage):
+        """Refine the cached stage-1 estimate (EMA refiner outside training)."""
+        x_hat, y, x0, mask = self._spectrograms(batch)
+        net = self.net if stage == sb.Stage.TRAIN else self.ema_net
+        refined = net(x_hat, y)
+        return {
+            "refined": refined,
+            "x_hat": x_hat,
+            "y": y,
+            "x0": x0,
+            "mask": mask,
+        }
+
+    def compute_objectives(self, predictions, batch, stage):
+        """The data-domain loss of docs/method.md, section 7."""
+        refined = predictions["refined"].to(torch.complex64)
+        return self.refine_loss(refined, predictions["x0"], predictions["mask"])
+
+    def score_valid_batch(self, batch, predictions, count):
+        """Score the first ``count`` refined crops, and their cached stage-1
+        estimates for comparison."""
+        keep = min(count, predictions["x0"].shape[0])
+        mask = predictions["mask"][:keep]
+        frames = mask.shape[-1]
+        length = (frames - 1) * self.transform.hop_length
+        lengths = mask.flatten(1).sum(-1) / frames
+        decode = self.transform.decode
+        clean = decode(predictions["x0"][:keep] * mask, length, lengths)
+        refined = decode(
+            predictions["refined"][:keep].to(torch.complex64) * mask,
+            length,
+            lengths,
+        )
+        stage1 = decode(predictions["x_hat"][:keep] * mask, length, lengths)
+        ids = batch.id[:keep]
+        self.stage1_valid_metrics.append(ids, stage1, clean, lengths)
+        self._score_valid(ids, refined, clean, lengths)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Also track the stage-1 metrics of the validation crops."""
+        super().on_stage_start(stage, epoch)
+        self.stage1_valid_metrics = EnhancementMetrics(self.hparams.sample_rate)
+        if stage == sb.Stage.TEST:
+            self.elbo_records = {"stage1": [], "stage1+2": []}
+
+    def valid_stats(self, stage_loss):
+        """Refined metrics, plus those of the cached stage-1 estimates."""
+        stats = super().valid_stats(stage_loss)
+        if len(self.stage1_valid_metrics):
+            for name, value in self.stage1_valid_metrics.summarize().items():
+                if name != "count":
+                    stats[f"stage1_{name}"] = value
+        return stats
+
+    # -- decoder variance and test -------------------------------------------
+    def evaluate(self, test_set, decoder_fit_set=None, **kwargs):
+        """Test the two stages; fit the ELBO decoder variances first.
+
+        Arguments
+        ---------
+        test_set : Dataset or DataLoader
+            Whole test utterances (``noisy_sig``, ``clean_sig``).
+        decoder_fit_set : Dataset, optional
+            Held-out data (the validation set of
+            :func:`~speechbrain_elbo.cache.make_refiner_datasets`) on which
+            the Gaussian decoder variances of stage 1 and stage 1+2 are
+            fitted by maximum likelihood (docs/method.md, section 4).
+            Without it the stage-1 default sigma_{t_eps}^2 / a_{t_eps}^2 is
+            used for both.
+        **kwargs
+            ``max_key``, ``min_key``, ``progressbar``,
+            ``test_loader_kwargs``: as in
+            :meth:`~speechbrain_elbo.brains.base.EnhancementBrain.evaluate`.
+        """
+        self._decoder_fit_set = decoder_fit_set
+        return super().evaluate(test_set, **kwargs)
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Load the best checkpoint, then fit the decoder variances."""
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        self.decoder_variances = self.fit_decoder_variances(
+            getattr(self, "_decoder_fit_set", None)
+        )
+
+    @torch.no_grad()
+    def fit_decoder_variances(self, dataset):
+        """Maximum-likelihood decoder variances on held-out crops.
+
+        Returns
+        -------
+        dict
+            ``{"stage1": v1, "stage1+2": v2, "source": str}``; v is the mean
+            |x0 - m|^2 per complex bin with m the Tweedie estimate at t_eps
+            (stage 1) or the refiner applied to it (stage 1+2).
+        """
+        sde = self.stage1.sde
+        t_eps = torch.tensor(sde.t_eps)
+        default = (sde.variance(t_eps) / sde.decay(t_eps) ** 2).item()
+        if dataset is None:
+            return {"stage1": default, "stage1+2": default, "source": "default"}
+        loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=1)
+        generator = torch.Generator(device=self.device).manual_seed(
+            int(self.hparams.seed)
+        )
+        sums = {"stage1": 0.0, "stage1+2": 0.0}
+        bins = 0.0
+        limit = int(self.hparams.decoder_fit_batches)
+        for index, batch in enumerate(loader):
+            if index >= limit:
+                break
+            _, y, x0, mask = self._spectrograms(batch)
+            count = float(mask.sum()) * x0.shape[1] * x0.shape[2]
+            for name, decoder in (
+                ("stage1", None),
+                ("stage1+2", self._decoder),
+            ):
+                state = generator.get_state()
+                variance = fit_decoder_variance(
+                    self.stage1.score_model,
+                    sde,
+                    x0,
+                    y,
+                    decoder=decoder,
+                    generator=generator,
+                    mask=mask,
+                )
+                generator.set_state(state)
+                sums[name] += variance * count
+            bins += count
+        if bins == 0:
+            return {"stage1": default, "stage1+2": default, "source": "default"}
+        fitted = {name: value / bins for name, value in sums.items()}
+        fitted["source"] = (
+            f"fitted on {min(limit, len(dataset))} validation crops"
+        )
+        logger.info(f"Decoder variances: {fitted}")
+        return fitted
+
+    def _decoder(self, x0_hat, y):
+        return self.ema_net(x0_hat, y).to(torch.complex64)
+
+    def _test_batch(self, batch):
+        """Stage 1 and stage 1+2 of one sample, as the exported model does."""
+        noisy, clean, lengths = self._waveforms(batch)
+        stage1 = self.stage1
+        with self.evaluation_ctx:
+            enhanced = enhance_waveforms(
+                noisy,
+                self.transform,
+                stage1.score_model,
+                stage1.sde,
+                stage1.sampler,
+                refiner=self.ema_net,
+                lengths=lengths,
+                generator=self.test_generator(batch),
+                frame_multiple=frame_multiple_of(stage1.backbone, self.ema_net),
+            )
+        self.record_test(batch, noisy, clean, lengths, enhanced)
+        self._elbo_batch(batch, noisy, clean, lengths)
+        return torch.tensor(0.0)
+
+    def _elbo_batch(self, batch, noisy, clean, lengths):
+        limit = self.hparams.elbo_utterances
+        done = len(self.elbo_records["stage1"])
+        if limit is not None:
+            # the test utterances are split across ranks; so is the budget
+            world = 1
+            if is_distributed_initialized():
+                world = torch.distributed.get_world_size()
+            if done >= math.ceil(int(limit) / world):
+                return
+        noisy_n, clean_n, _ = peak_normalize(noisy, clean, lengths)
+        y = self.transform.encode(noisy_n, lengths)
+        x0 = self.transform.encode(clean_n, lengths)
+        mask = frame_mask(lengths, clean_n.shape[-1], self.transform.hop_length)
+        seed = utterance_seed(self.hparams.seed, batch.id[0], sample=1)
+        for name, decoder in (("stage1", None), ("stage1+2", self._decoder)):
+            # the same seed: identical t, z draws, so only L_rec differs
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            terms = negative_elbo(
+                self.stage1.score_model,
+                self.stage1.sde,
+                x0,
+                y,
+                diffusion_samples=int(self.hparams.elbo_diffusion_samples),
+                reconstruction_samples=int(
+                    self.hparams.elbo_reconstruction_samples
+                ),
+                decoder=decoder,
+                decoder_variance=self.decoder_variances[name],
+                generator=generator,
+                mask=mask,
+            )
+            for index, uid in enumerate(batch.id):
+                record = {"id": uid}
+                for term in ELBO_TERMS:
+                    record[term] = getattr(terms, term)[index].item()
+                self.elbo_records[name].append(record)
+
+    def add_test_columns(self, rows):
+        """Add the mean ELBO terms of stage 1 and stage 1+2; write the
+        per-utterance ELBO terms to ``elbo_csv``."""
+        elbo_rows = []
+        for row in rows:
+            name = row["system"]
+            if name not in self.elbo_records:
+                continue
+            records = {}
+            for part in gather_objects(self.elbo_records[name]):
+                records.update({r["id"]: r for r in part})
+            if not records:
+                continue
+            count = len(records)
+            values = list(records.values())
+            prior = sum(r["prior"] for r in values) / count
+            diffusion = sum(r["diffusion"] for r in values) / count
+            reconstruction = sum(r["reconstruction"] for r in values) / count
+            stderr = math.sqrt(sum(r["stderr"] ** 2 for r in values)) / count
+            row.update(
+                neg_elbo=prior + diffusion + reconstruction,
+                elbo_prior=prior,
+                elbo_diffusion=diffusion,
+                elbo_reconstruction=reconstruction,
+                elbo_stderr=stderr,
+                elbo_utterances=count,
+                decoder_variance=self.decoder_variances[name],
+            )
+            for record in values:
+                total = (
+                    record["prior"]
+                    + record["diffusion"]
+                    + record["reconstruction"]
+                )
+                elbo_rows.append({"system": name, "neg_elbo": total, **record})
+        if if_main_process():
+            logger.info(
+                "ELBO terms in bits per real dimension; decoder variance "
+                f"{self.decoder_variances['source']}."
+            )
+            write_csv_atomic(
+                self.hparams.elbo_csv, elbo_rows, ELBO_FIELDS, float_digits=4
+            )
+
+    def exported_parts(self):
+        """Stage 1 as loaded, with the EMA refiner."""
+        return {
+            "score_backbone": self.stage1.backbone,
+            "sde": self.stage1.sde,
+            "transform": self.stage1.transform,
+            "sampler": self.stage1.sampler,
+            "refiner": self.ema_net,
+        }

@@ -1,0 +1,423 @@
+"""The demo's report: ``report.json`` and ``report.md``.
+
+:mod:`speechbrain_elbo.demo.run` measures and gathers its results in one
+dict, the report (its keys are listed in docs/demo.md); this module only
+presents it:
+
+- :func:`write_report`: ``report.json`` (strict JSON, through
+  :func:`speechbrain_elbo.fileio.write_json_atomic`) and ``report.md``;
+- :func:`render_markdown`: ``report.md``, a readable header (model, data,
+  training budget, sampler, hardware, with a link to the full model card)
+  and the numbers as tables;
+- :func:`card_summary`: the header's lines about the model's training, read
+  from its model card.
+
+Paths in the report are relative to the output folder (the copy of the
+model is ``model/``, the figures ``figures/``) or plain folder names: the
+report can be moved or shared as it is.
+
+Example
+-------
+>>> report = {"systems": {"noisy": {"pesq": 1.5, "estoi": 0.7,
+...     "si_sdr": 8.0, "nfe": 0, "rtf": 0.0, "count": 2}},
+...     "model": {"name": "tiny", "stages": 1, "card_file": "model/card.md",
+...               "card": {"data": "none"}}}
+>>> print(render_markdown(report))  # doctest: +ELLIPSIS
+# Two-stage diffusion speech enhancement: demo report
+<BLANKLINE>
+- **Model**: `tiny`, 1 stage(s); full model card: [model/card.md](model/card.md)
+- **Training data**: none
+<BLANKLINE>
+## Enhancement quality and cost
+...
+| noisy input | 2 | 1.500 | 0.700 | 8.00 | - | - |
+...
+"""
+
+import math
+
+from speechbrain_elbo.fileio import write_json_atomic, write_text_atomic
+
+__all__ = [
+    "SYSTEMS",
+    "SYSTEM_LABELS",
+    "card_summary",
+    "render_markdown",
+    "write_report",
+]
+
+#: The systems of the report, in the order of the tables.
+SYSTEMS = ("noisy", "stage1", "stage1+2")
+
+#: Labels of the systems in tables and figures.
+SYSTEM_LABELS = {
+    "noisy": "noisy input",
+    "stage1": "stage 1 (diffusion)",
+    "stage1+2": "stage 1+2 (diffusion + refiner)",
+    "clean": "clean reference",
+}
+
+FALLBACK_WARNING = (
+    "> **WARNING: the test data were built from the few seconds of "
+    "committed fixtures (the Debian audio packages could not be fetched). "
+    "The numbers below are a smoke test, not a measurement.**"
+)
+
+
+def write_report(folder, report):
+    """Write ``report.json`` and ``report.md`` into ``folder``.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        The output folder (created if needed).
+    report : dict
+        The report; NaN and infinities become ``null`` in the JSON and
+        ``-`` in the tables.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> write_report(folder, {"notes": ["a note"], "x": float("nan")})
+    >>> (folder / "report.json").read_text().count("null")
+    1
+    >>> (folder / "report.md").read_text().splitlines()[-1]
+    '- a note'
+    """
+    write_json_atomic(folder / "report.json", report)
+    write_text_atomic(folder / "report.md", render_markdown(report) + "\n")
+
+
+def _fmt(value, digits=3):
+    if value is None:
+        return "-"
+    if isinstance(value, bool | int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _millions(count):
+    return f"{count / 1e6:.2f} M" if count else "?"
+
+
+# ---------------------------------------------------------------------------
+# Header
+# ---------------------------------------------------------------------------
+def _data_text(data):
+    if not isinstance(data, dict):
+        return str(data)
+    text = str(data.get("name", "?"))
+    items = data.get("items")
+    if isinstance(items, dict):
+        splits = [s for s in ("train", "valid", "test") if s in items]
+        if splits:
+            counts = ", ".join(f"{items[s]} {s}" for s in splits)
+            text += f" ({counts} items)"
+        if "train_minutes" in items:
+            text += f", {_fmt(items['train_minutes'], 1)} min of training audio"
+    return text
+
+
+def _budget_text(training):
+    parts = []
+    for stage, label in (("stage1", "stage 1"), ("stage2", "stage 2")):
+        epochs = training.get(f"{stage}_epochs")
+        if epochs is None:
+            continue
+        text = f"{label}: {epochs} epochs"
+        steps = training.get(f"{stage}_optimizer_steps")
+        if steps is not None:
+            text += f", {steps:,} optimizer steps"
+        hours = training.get(f"{stage}_wall_time_h")
+        if hours is not None:
+            text += f", {_fmt(hours, 2)} h"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def card_summary(card):
+    """Readable (label, text) lines about a model's training, from its card.
+
+    Reads the fields that the project's model cards use (``data``,
+    ``training`` with its epochs, optimizer steps, wall times, hardware and
+    software); missing fields are left out, the rest of the card is in
+    the full model card.
+
+    Arguments
+    ---------
+    card : dict
+        The ``model_card`` entry of ``model_card.json``.
+
+    Returns
+    -------
+    list of (str, str)
+
+    Example
+    -------
+    >>> card = {"data": {"name": "MiniVB", "items": {"train": 602,
+    ...     "valid": 60}}, "training": {"stage1_epochs": 45,
+    ...     "stage1_optimizer_steps": 6795, "stage1_wall_time_h": 2.41,
+    ...     "hardware": "2 CPU cores"}}
+    >>> for label, text in card_summary(card):
+    ...     print(f"{label}: {text}")
+    Training data: MiniVB (602 train, 60 valid items)
+    Training budget: stage 1: 45 epochs, 6,795 optimizer steps, 2.41 h
+    Training hardware: 2 CPU cores
+    """
+    lines = []
+    if "data" in card:
+        lines.append(("Training data", _data_text(card["data"])))
+    training = card.get("training")
+    if isinstance(training, dict):
+        budget = _budget_text(training)
+        if budget:
+            lines.append(("Training budget", budget))
+        for key in ("hardware", "software"):
+            if key in training:
+                lines.append((f"Training {key}", str(training[key])))
+    elif training is not None:
+        lines.append(("Training", str(training)))
+    return lines
+
+
+def _model_line(model):
+    sizes = [f"score network {_millions(model.get('score_parameters'))}"]
+    if model.get("refiner_parameters"):
+        sizes.append(f"refiner {_millions(model['refiner_parameters'])}")
+    text = f"`{model.get('name', '?')}`, {model.get('stages', '?')} stage(s)"
+    if model.get("score_parameters"):
+        text += " (" + ", ".join(sizes) + " parameters)"
+    card_file = model.get("card_file")
+    if card_file:
+        text += f"; full model card: [{card_file}]({card_file})"
+    return text
+
+
+def _header(report):
+    lines = ["# Two-stage diffusion speech enhancement: demo report", ""]
+    data = report.get("data", {})
+    if data.get("fallback"):
+        lines += [FALLBACK_WARNING, ""]
+    entries = []
+    model = report.get("model")
+    if model:
+        entries.append(("Model", _model_line(model)))
+        entries += card_summary(model.get("card") or {})
+    training = report.get("training")
+    if training and not any(e[0] == "Training budget" for e in entries):
+        epochs = ", ".join(
+            f"{stage} {log['epochs']} epoch(s)"
+            for stage, log in training.items()
+        )
+        entries.append(("Training logs", epochs))
+    if data:
+        snrs = ", ".join(_fmt(s, 1) for s in data.get("snrs_db", []))
+        entries.append(
+            (
+                "Test data",
+                f"`{data.get('dir', '?')}`, {data.get('items', '?')} items, "
+                f"{_fmt(data.get('audio_seconds'), 1)} s of audio"
+                + (f", SNRs {snrs} dB" if snrs else "")
+                + f" (sources: {data.get('origin', '?')})",
+            )
+        )
+    settings = report.get("settings", {})
+    if settings:
+        sampler = settings.get("sampler", {})
+        text = f"{sampler.get('name', '?')}, {sampler.get('steps', '?')} steps"
+        if sampler.get("name") == "pc":
+            text += f", {sampler.get('corrector_steps', '?')} corrector step(s)"
+        seed = settings.get("seed", "?")
+        entries.append(("Sampler", f"{text}; seed {seed} (item k: seed + k)"))
+        entries.append(("Hardware of this run", _hardware_text(settings)))
+    timing = report.get("timing", {})
+    if timing:
+        entries.append(
+            (
+                "Wall time",
+                ", ".join(f"{k} {_fmt(v, 1)} s" for k, v in timing.items()),
+            )
+        )
+    lines += [f"- **{label}**: {text}" for label, text in entries]
+    return lines + [""]
+
+
+def _hardware_text(settings):
+    hardware = settings.get("hardware", {})
+    text = (
+        f"{settings.get('device', '?')}, {settings.get('threads', '?')} "
+        "torch thread(s)"
+    )
+    if hardware:
+        text += (
+            f" ({hardware.get('cpu_count', '?')} CPU cores, "
+            f"{hardware.get('machine', '?')}; torch "
+            f"{hardware.get('torch', '?')})"
+        )
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------
+def _quality(systems):
+    dnsmos = any("dnsmos_ovrl" in s for s in systems.values())
+    header = ["system", "items", "PESQ-WB", "ESTOI", "SI-SDR (dB)"]
+    header += ["NFE", "RTF"]
+    if dnsmos:
+        header += ["DNSMOS SIG", "DNSMOS BAK", "DNSMOS OVRL"]
+    rows = []
+    for name in (n for n in SYSTEMS if n in systems):
+        stats = systems[name]
+        processed = name != "noisy"
+        row = [
+            SYSTEM_LABELS[name],
+            _fmt(stats.get("count")),
+            _fmt(stats.get("pesq")),
+            _fmt(stats.get("estoi")),
+            _fmt(stats.get("si_sdr"), 2),
+            _fmt(stats.get("nfe")) if processed else "-",
+            _fmt(stats.get("rtf"), 3) if processed else "-",
+        ]
+        if dnsmos:
+            row += [
+                _fmt(stats.get(f"dnsmos_{k}"), 2)
+                for k in ("sig", "bak", "ovrl")
+            ]
+        rows.append(row)
+    lines = ["## Enhancement quality and cost", ""]
+    lines += _table(header, rows)
+    return lines + [
+        "",
+        "Means over the test items (PESQ-WB: ITU-T P.862.2, 1.04-4.64; "
+        "ESTOI: 0-1; SI-SDR in dB; higher is better). NFE: score-network "
+        "evaluations per utterance (stage 1+2 adds one refiner pass). RTF: "
+        "processing time / audio duration.",
+        "",
+    ]
+
+
+def _elbo(elbo):
+    lines = ["## ELBO terms (bits per real dimension, lower is better)", ""]
+    header = ["decoder", "-ELBO", "prior", "diffusion", "reconstruction"]
+    header += ["std. err.", "decoder variance"]
+    variances = elbo.get("decoder_variance", {})
+    rows = []
+    for name in ("stage1", "stage1+2"):
+        terms = elbo.get(name)
+        if not terms:
+            continue
+        keys = ("total", "prior", "diffusion", "reconstruction", "stderr")
+        rows.append(
+            [SYSTEM_LABELS[name]]
+            + [_fmt(terms.get(key), 4) for key in keys]
+            + [f"{variances.get(name, 0.0):.3g}"]
+        )
+    lines += _table(header, rows)
+    return lines + [
+        "",
+        f"On {elbo.get('items')} test crops of at most "
+        f"{_fmt(elbo.get('crop_seconds'), 2)} s; "
+        f"{elbo.get('diffusion_samples')} diffusion and "
+        f"{elbo.get('reconstruction_samples')} reconstruction samples per "
+        "crop, the same random draws for both rows (so prior and diffusion "
+        "agree and the rows differ by the reconstruction term). Decoder "
+        f"variance: {variances.get('source', '?')}.",
+        "",
+    ]
+
+
+def _ioc(ioc):
+    rows = [
+        [_fmt(t, 3), _fmt(s, 4), _fmt(v, 3), _fmt(d, 3)]
+        for t, s, v, d in zip(
+            ioc["t"], ioc["sigma"], ioc["ioc"], ioc["ioc_std"], strict=True
+        )
+    ]
+    lines = ["## Importance of Condition", ""]
+    lines += _table(["t", "sigma_t", "IoC", "std over items"], rows)
+    return lines + [
+        "",
+        f"IoC(t) = |J_y|^2 / (|J_y|^2 + |J_x|^2) of the Tweedie estimate on "
+        f"{ioc.get('items')} crops, {ioc.get('probes')} Hutchinson probe(s) "
+        "per time: near 1 the model copies the noisy input, near 0 it "
+        "follows the diffused state.",
+        "",
+    ]
+
+
+def _per_item(per_item):
+    header = ["id", "s", "SNR (dB)"]
+    header += [f"{m} {s}" for s in SYSTEMS for m in ("PESQ", "SI-SDR")]
+    rows = []
+    for item in per_item:
+        row = [
+            item["id"],
+            _fmt(item.get("duration_s"), 1),
+            _fmt(item.get("snr_db"), 1),
+        ]
+        for name in SYSTEMS:
+            scores = item.get(name, {})
+            row += [_fmt(scores.get("pesq"), 2), _fmt(scores.get("si_sdr"), 1)]
+        rows.append(row)
+    return ["## Per item", ""] + _table(header, rows) + [""]
+
+
+def render_markdown(report):
+    """``report.md``: a readable header, then the report's numbers as tables.
+
+    Arguments
+    ---------
+    report : dict
+        The report made by :func:`speechbrain_elbo.demo.run_demo`; every
+        section is optional.
+
+    Returns
+    -------
+    str
+        Markdown text.
+
+    Example
+    -------
+    >>> text = render_markdown({"notes": ["a note"], "figures":
+    ...                         {"ioc": "figures/ioc.png"}})
+    >>> print(text.split("## Figures")[1])
+    <BLANKLINE>
+    <BLANKLINE>
+    ![ioc](figures/ioc.png)
+    <BLANKLINE>
+    ## Notes
+    <BLANKLINE>
+    - a note
+    """
+    lines = _header(report)
+    if report.get("systems"):
+        lines += _quality(report["systems"])
+    elbo = report.get("elbo")
+    if elbo and elbo.get("stage1"):
+        lines += _elbo(elbo)
+    ioc = report.get("ioc")
+    if ioc and ioc.get("t"):
+        lines += _ioc(ioc)
+    figures = report.get("figures", {})
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{name}]({path})" for name, path in figures.items()]
+        lines.append("")
+    if report.get("per_item"):
+        lines += _per_item(report["per_item"])
+    notes = report.get("notes", [])
+    if notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines).rstrip("\n")
