@@ -85,7 +85,10 @@ def build_parser():
     )
     parser.add_argument(
         "--samples-dir",
-        help="build the test split from these fixtures (e.g. tests/samples)",
+        help=(
+            "build the test split from the audio fixtures in this folder "
+            "(the bundled ones are used when apt fails)"
+        ),
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
