@@ -41,7 +41,12 @@ import torch
 
 from speechbrain_elbo.sde import expand_time
 
-__all__ = ["ELBOTerms", "negative_elbo", "fit_decoder_variance"]
+__all__ = [
+    "ELBOTerms",
+    "negative_elbo",
+    "fit_decoder_variance",
+    "decoder_input",
+]
 
 
 @dataclass
@@ -110,10 +115,34 @@ def _stratified_mean_and_stderr(samples):
     return samples.mean(dim=0), stderr
 
 
-def _decoder_mean(score_model, sde, x0, y, generator, decoder):
+@torch.no_grad()
+def decoder_input(score_model, sde, x0, y, generator=None):
+    """What the decoder of the ELBO sees: the Tweedie estimate at t_eps.
+
+    Draws ``x_{t_eps} ~ q(. | x0, y)`` and returns the data prediction
+    ``x0_hat(x_{t_eps}, y, t_eps)`` of the score model (docs/method.md §4,
+    §7). Stage 1 alone uses it as the decoder mean; a two-stage model maps
+    it through the refiner, which is therefore trained on such inputs too.
+
+    Example
+    -------
+    >>> from speechbrain_elbo.oracle import GaussianOracle
+    >>> from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+    >>> sde = OUVESDE(GeometricGNS())
+    >>> oracle = GaussianOracle(sde, c=0.5, s0=0.2)
+    >>> y = torch.ones(1, 1, 64, 64, dtype=torch.complex64)
+    >>> x0 = oracle.sample_x0(y, torch.Generator().manual_seed(0))
+    >>> x0_hat = decoder_input(oracle, sde, x0, y)
+    >>> bool((x0_hat - x0).abs().pow(2).mean() < (y - x0).abs().pow(2).mean())
+    True
+    """
     t_eps = torch.full((x0.shape[0],), sde.t_eps, device=x0.device)
     x_eps, _ = sde.perturb(x0, y, t_eps, generator)
-    x0_hat = sde.data_prediction(x_eps, y, t_eps, score_model(x_eps, y, t_eps))
+    return sde.data_prediction(x_eps, y, t_eps, score_model(x_eps, y, t_eps))
+
+
+def _decoder_mean(score_model, sde, x0, y, generator, decoder):
+    x0_hat = decoder_input(score_model, sde, x0, y, generator)
     return x0_hat if decoder is None else decoder(x0_hat, y)
 
 

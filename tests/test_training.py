@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile as sf
+import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -30,6 +31,7 @@ from speechbrain_elbo.cache import (
     generate_stage1_cache,
     make_refiner_datasets,
 )
+from speechbrain_elbo.elbo import decoder_input
 from speechbrain_elbo.export import export_enhancer, load_enhancer
 from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.losses import build_score_loss
@@ -380,8 +382,8 @@ class ToyRefiner(torch.nn.Module):
         return x_hat * self.gain
 
 
-def test_refiner_brain_tests_both_stages_from_one_sample(tmp_path):
-    torch.manual_seed(0)
+def toy_refiner_brain(tmp_path, **changes):
+    """A RefinerBrain with a toy refiner over a toy stage 1."""
     backbone = ToyBackbone()
     stage1 = SimpleNamespace(
         score_model=ScoreModel(backbone, SDE).eval(),
@@ -405,7 +407,9 @@ def test_refiner_brain_tests_both_stages_from_one_sample(tmp_path):
         "elbo_reconstruction_samples": 1,
         "elbo_utterances": 1,
         "decoder_fit_batches": 1,
+        "forward_share": 0.5,
         "train_logger": FileTrainLogger(tmp_path / "log.txt"),
+        **changes,
     }
     brain = RefinerBrain(
         {"refiner": ToyRefiner()},
@@ -414,6 +418,12 @@ def test_refiner_brain_tests_both_stages_from_one_sample(tmp_path):
         run_opts={"device": "cpu", "noprogressbar": True},
         stage1=stage1,
     )
+    return brain, stage1
+
+
+def test_refiner_brain_tests_both_stages_from_one_sample(tmp_path):
+    torch.manual_seed(0)
+    brain, stage1 = toy_refiner_brain(tmp_path)
     dataset = toy_dataset(2, samples=6000)
     brain.evaluate(dataset, test_loader_kwargs={"batch_size": 1})
     rows = {row["system"]: row for row in read_rows(tmp_path / "test.csv")}
@@ -447,6 +457,48 @@ def test_refiner_brain_tests_both_stages_from_one_sample(tmp_path):
     ):
         value = si_sdr(wav, clean)[0].item()
         assert scores[("u0", system)] == pytest.approx(value, abs=1e-4)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_refiner_training_mixes_in_the_elbo_decoder_input(tmp_path, share):
+    # docs/method.md section 7: a forward_share of the training inputs are
+    # Tweedie estimates of forward states at t_eps, the decoder's input
+    brain, stage1 = toy_refiner_brain(tmp_path, forward_share=share)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(3, 1, 8, 8, dtype=torch.complex64, generator=g)
+    y = x0 + 0.5 * torch.randn(3, 1, 8, 8, dtype=torch.complex64, generator=g)
+    x_hat = torch.zeros_like(x0)
+    mask = torch.ones(3, 1, 1, 8)
+    torch.manual_seed(5)
+    mixed = brain._mix_decoder_inputs(x_hat, y, x0, mask)
+    if share == 0.0:
+        assert torch.equal(mixed, x_hat)
+        return
+    torch.manual_seed(5)
+    torch.rand(3)  # the draw of which inputs are replaced
+    expected = decoder_input(stage1.score_model, SDE, x0, y)
+    assert torch.allclose(mixed, expected.to(torch.complex64))
+    # close to x0, unlike the cached input (zeros) it replaced
+    assert (mixed - x0).abs().mean() < 0.2 * (x_hat - x0).abs().mean()
+
+
+def test_refiner_validation_logs_the_decoder_gain(tmp_path):
+    # the toy refiner scales its input by 0.8: it adds error to the
+    # Tweedie estimate, so the gain is negative; at gain 1.0 it is 0 dB
+    torch.manual_seed(0)
+    brain, _ = toy_refiner_brain(tmp_path)
+    brain.on_stage_start(sb.Stage.VALID)
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(2, 1, 8, 8, dtype=torch.complex64, generator=g)
+    y = x0 + 0.3 * torch.randn(2, 1, 8, 8, dtype=torch.complex64, generator=g)
+    mask = torch.ones(2, 1, 1, 8)
+    brain._record_decoder_error(brain.ema_net, y, x0, mask)
+    assert brain.valid_stats(0.0)["decoder_gain_db"] < 0.0
+    brain.on_stage_start(sb.Stage.VALID)
+    with torch.no_grad():
+        brain.ema_net.gain.fill_(1.0)
+    brain._record_decoder_error(brain.ema_net, y, x0, mask)
+    assert brain.valid_stats(0.0)["decoder_gain_db"] == pytest.approx(0.0)
 
 
 def test_stage_args_tool_prints_nul_separated_arguments(tmp_path):

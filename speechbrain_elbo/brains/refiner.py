@@ -21,7 +21,11 @@ from speechbrain.utils.distributed import (
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_elbo.brains.base import EnhancementBrain
-from speechbrain_elbo.elbo import fit_decoder_variance, negative_elbo
+from speechbrain_elbo.elbo import (
+    decoder_input,
+    fit_decoder_variance,
+    negative_elbo,
+)
 from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.losses import RefinementLoss
 from speechbrain_elbo.metrics import EnhancementMetrics, gather_objects
@@ -64,8 +68,10 @@ class RefinerBrain(EnhancementBrain):
     ``spec_weight``, ``mag_weight`` and ``time_weight`` (of the
     :class:`~speechbrain_elbo.losses.RefinementLoss`), ``test_csv``,
     ``test_utterance_csv``, ``elbo_csv``, ``elbo_diffusion_samples``,
-    ``elbo_reconstruction_samples``, ``elbo_utterances`` and
-    ``decoder_fit_batches``.
+    ``elbo_reconstruction_samples``, ``elbo_utterances``,
+    ``decoder_fit_batches`` and ``forward_share`` (the share of training
+    inputs that are decoder inputs of the ELBO rather than cached sampler
+    outputs, docs/method.md §7).
 
     Arguments
     ---------
@@ -97,6 +103,7 @@ class RefinerBrain(EnhancementBrain):
         "elbo_reconstruction_samples",
         "elbo_utterances",
         "decoder_fit_batches",
+        "forward_share",
     )
 
     def __init__(self, *args, stage1=None, **kwargs):
@@ -135,9 +142,23 @@ class RefinerBrain(EnhancementBrain):
         )
 
     def compute_forward(self, batch, stage):
-        """Refine the cached stage-1 estimate (EMA refiner outside training)."""
+        """Refine the stage-1 estimates (EMA refiner outside training).
+
+        In training, each crop's input is, with probability
+        ``forward_share``, the decoder input of the ELBO instead of the
+        cached sampler output: the Tweedie estimate of a forward-process
+        state at t_eps (:func:`speechbrain_elbo.elbo.decoder_input`), so
+        that the refiner learns both of its jobs (docs/method.md §7). In
+        validation, the refiner is also applied to such inputs and the
+        error it leaves is compared with the Tweedie estimate's
+        (``decoder_gain_db`` in the log).
+        """
         x_hat, y, x0, mask = self._spectrograms(batch)
         net = self.net if stage == sb.Stage.TRAIN else self.ema_net
+        if stage == sb.Stage.TRAIN:
+            x_hat = self._mix_decoder_inputs(x_hat, y, x0, mask)
+        elif stage == sb.Stage.VALID:
+            self._record_decoder_error(net, y, x0, mask)
         refined = net(x_hat, y)
         return {
             "refined": refined,
@@ -146,6 +167,31 @@ class RefinerBrain(EnhancementBrain):
             "x0": x0,
             "mask": mask,
         }
+
+    def _decoder_inputs(self, y, x0, mask, generator=None):
+        stage1 = self.stage1
+        x0_hat = decoder_input(stage1.score_model, stage1.sde, x0, y, generator)
+        return x0_hat.to(torch.complex64) * mask
+
+    def _mix_decoder_inputs(self, x_hat, y, x0, mask):
+        """Replace a ``forward_share`` of the inputs by decoder inputs."""
+        share = float(self.hparams.forward_share)
+        chosen = torch.rand(x_hat.shape[0], device=x_hat.device) < share
+        if not bool(chosen.any()):
+            return x_hat
+        mixed = x_hat.clone()
+        mixed[chosen] = self._decoder_inputs(
+            y[chosen], x0[chosen], mask[chosen]
+        ).to(x_hat.dtype)
+        return mixed
+
+    def _record_decoder_error(self, net, y, x0, mask):
+        """Squared errors of the Tweedie estimate and of its refinement."""
+        x0_hat = self._decoder_inputs(y, x0, mask, self.eval_generator)
+        refined = net(x0_hat, y).to(torch.complex64) * mask
+        for name, estimate in (("tweedie", x0_hat), ("refined", refined)):
+            error = (estimate - x0).abs().pow(2).sum().item()
+            self.decoder_errors[name] += error
 
     def compute_objectives(self, predictions, batch, stage):
         """The data-domain loss of docs/method.md, section 7."""
@@ -176,12 +222,20 @@ class RefinerBrain(EnhancementBrain):
         """Also track the stage-1 metrics of the validation crops."""
         super().on_stage_start(stage, epoch)
         self.stage1_valid_metrics = EnhancementMetrics(self.hparams.sample_rate)
+        self.decoder_errors = {"tweedie": 0.0, "refined": 0.0}
         if stage == sb.Stage.TEST:
             self.elbo_records = {"stage1": [], "stage1+2": []}
 
     def valid_stats(self, stage_loss):
         """Refined metrics, plus those of the cached stage-1 estimates."""
         stats = super().valid_stats(stage_loss)
+        errors = {"tweedie": 0.0, "refined": 0.0}
+        for part in gather_objects(self.decoder_errors):
+            for name in errors:
+                errors[name] += part[name]
+        if errors["refined"] > 0:
+            ratio = errors["tweedie"] / errors["refined"]
+            stats["decoder_gain_db"] = 10 * math.log10(ratio)
         if len(self.stage1_valid_metrics):
             for name, value in self.stage1_valid_metrics.summarize().items():
                 if name != "count":
