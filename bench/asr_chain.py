@@ -2,11 +2,11 @@
 
 The recogniser is pocketsphinx with its bundled US English model (no
 network). The speech is the English part of the demo data set (MiniVB,
-``python -m speechbrain_elbo.dataprep.minidata vb --out DIR``) that has a
+``python -m speechbrain_elbo.minidata vb --out DIR``) that has a
 reference transcription: the test items made from the LibriVox recordings of
 the Debian package ``pocketsphinx-testdata``, whose transcriptions ship in
 the same package (``librivox/transcription``; fetched into the cache of
-:mod:`speechbrain_elbo.dataprep.sources`). Items without a transcription are
+:mod:`speechbrain_elbo.minidata.packages`). Items without a transcription are
 skipped.
 
 Conditions: clean (the recogniser's ceiling on these recordings), noisy,
