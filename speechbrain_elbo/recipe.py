@@ -53,7 +53,7 @@ from speechbrain_elbo.cache import (
 from speechbrain_elbo.dataio import make_datasets
 from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
 from speechbrain_elbo.dataprep.whamr import prepare_whamr
-from speechbrain_elbo.export import load_enhancer
+from speechbrain_elbo.export import REFINER_CKPT, load_checkpoint, load_enhancer
 from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.metrics import BIN_FIELDS, metric_bins
 from speechbrain_elbo.pipeline import frame_multiple_of
@@ -75,6 +75,7 @@ __all__ = [
     "refiner_datasets",
     "brain_arguments",
     "fit_loader_arguments",
+    "init_refiner",
     "load_stage1",
     "cache_stage1_estimates",
     "write_test_bins",
@@ -504,6 +505,30 @@ def fit_loader_arguments(hparams):
 # ---------------------------------------------------------------------------
 def _device(run_opts):
     return run_opts["device"] or infer_device()
+
+
+def init_refiner(hparams):
+    """Warm start: the refiner of ``refiner_init_folder``, when not null.
+
+    Loads (strictly) the ``refiner.ckpt`` of a two-stage ``from_hparams``
+    folder into ``hparams["refiner"]``. Call it before the Brain is built,
+    so that the EMA copy starts from the same weights; a resumed run then
+    continues from its own checkpoint as usual.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hparams (``refiner``, ``refiner_init_folder``).
+
+    Example
+    -------
+    >>> init_refiner({"refiner": None, "refiner_init_folder": None})
+    """
+    folder = hparams["refiner_init_folder"]
+    if folder is None:
+        return
+    load_checkpoint(hparams["refiner"], pathlib.Path(folder) / REFINER_CKPT)
+    logger.info(f"Refiner initialised from {folder}")
 
 
 def load_stage1(hparams, run_opts):

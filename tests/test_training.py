@@ -37,7 +37,11 @@ from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.losses import build_score_loss
 from speechbrain_elbo.metrics import si_sdr
 from speechbrain_elbo.pipeline import enhance_waveforms, utterance_seed
-from speechbrain_elbo.recipe import parse_arguments, stage_arguments
+from speechbrain_elbo.recipe import (
+    init_refiner,
+    parse_arguments,
+    stage_arguments,
+)
 from speechbrain_elbo.sampling import Sampler
 from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
@@ -632,3 +636,23 @@ def test_refiner_crops_are_aligned(tmp_path, toy_stage1):
     assert short_item["noisy_spec"][..., 24:].abs().sum().item() == 0
     # the noisy crop is the normalised noisy spectrogram of the utterance
     assert short_item["noisy_spec"].abs().max() > 0
+
+
+def test_init_refiner_warm_starts_from_a_two_stage_folder(tiny_models, lobe):
+    # refiner_init_folder: the refiner of an export initialises the recipe's
+    _, two_stage = tiny_models
+    fresh = lobe("refiner_tiny", "refiner")
+    exported = load_enhancer(two_stage).refiner.state_dict()
+
+    def same():
+        state = fresh.state_dict()
+        return all(torch.equal(state[k], v) for k, v in exported.items())
+
+    init_refiner({"refiner": fresh, "refiner_init_folder": None})
+    assert not same()  # null: the module stays as built
+    init_refiner({"refiner": fresh, "refiner_init_folder": str(two_stage)})
+    assert same()
+    with pytest.raises(FileNotFoundError, match="refiner.ckpt"):
+        init_refiner(
+            {"refiner": fresh, "refiner_init_folder": str(two_stage.parent)}
+        )

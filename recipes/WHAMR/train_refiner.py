@@ -31,6 +31,7 @@ from speechbrain_elbo.recipe import (
     brain_arguments,
     cache_stage1_estimates,
     fit_loader_arguments,
+    init_refiner,
     load_stage1,
     model_card,
     parse_arguments,
@@ -74,7 +75,9 @@ def main(argv=None):
         return None
     datasets = refiner_datasets(hparams, manifests, stage1, cache)
 
-    # Training on aligned crops of (stage-1 estimate, noisy, clean)
+    # Training on aligned crops of (stage-1 estimate, noisy, clean), from
+    # the refiner of refiner_init_folder when it is set (warm start)
+    init_refiner(hparams)
     brain = RefinerBrain(stage1=stage1, **brain_arguments(hparams, run_opts))
     brain.fit(
         hparams["epoch_counter"],
