@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "speechbrain-elbo-enhance=speechbrain_elbo.cli:main",
+            "speechbrain-elbo-import=speechbrain_elbo.interop.sgmse:main",
         ]
     },
 )

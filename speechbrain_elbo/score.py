@@ -12,6 +12,22 @@ This is the SGMSE+ parameterisation (its network divides by the noise scale
 and the model negates), written so that the conversion is one line and can
 be tested on its own. The conversion runs in float32 under autocast.
 
+A backbone may declare another parameterisation in its attribute
+``score_parameterisation`` (default ``"noise"``, the one above):
+
+- ``"sgmse_time"``: the parameterisation of the published sgmse checkpoints
+  (sgmse 0.1.2, backbone ``ncsnpp``), which condition on the diffusion time,
+  not on sigma_t: the Fourier features take log(t), the last feature map is
+  divided by t before the output convolution, and the output is negated,
+
+      s = -net(x_t, y, log t, feature_divisor=t).
+
+  Imported sgmse models use it (:mod:`speechbrain_elbo.interop.sgmse`).
+- ``"sgmse_time_output"``: the same for sgmse's ``ncsnpp_48k`` backbone,
+  which divides the output (after the output convolution) by t,
+
+      s = -net(x_t, y, log t) / t.
+
 Example
 -------
 >>> from speechbrain_elbo.sde import OUVESDE, GeometricGNS
@@ -28,7 +44,15 @@ import torch
 
 from speechbrain_elbo.sde import expand_time
 
-__all__ = ["ScoreModel", "complex_to_channels", "channels_to_complex"]
+__all__ = [
+    "ScoreModel",
+    "complex_to_channels",
+    "channels_to_complex",
+    "PARAMETERISATIONS",
+]
+
+#: Values of a backbone's ``score_parameterisation`` attribute.
+PARAMETERISATIONS = ("noise", "sgmse_time", "sgmse_time_output")
 
 
 def complex_to_channels(*specs):
@@ -92,18 +116,46 @@ class ScoreModel(torch.nn.Module):
         super().__init__()
         self.backbone = backbone
         self.sde = sde
+        self.parameterisation = getattr(
+            backbone, "score_parameterisation", "noise"
+        )
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ValueError(
+                f"The backbone declares score_parameterisation="
+                f"{self.parameterisation!r}; supported: {PARAMETERISATIONS}."
+            )
 
     def noise_level(self, t):
-        """The conditioning scalar given to the backbone: log(sigma_t)."""
+        """The conditioning scalar given to the backbone.
+
+        log(sigma_t), or log(t) for the ``"sgmse_time*"`` parameterisations.
+        """
+        if self.parameterisation.startswith("sgmse_time"):
+            return torch.log(t)
         return torch.log(self.sde.std(t))
 
     def predict_noise(self, x_t, y, t):
-        """The backbone's estimate of z (complex), before the conversion."""
+        """The estimate of z (complex) that the score corresponds to."""
+        if self.parameterisation.startswith("sgmse_time"):
+            # z_hat = -sigma_t s
+            return -expand_time(self.sde.std(t), x_t) * self(x_t, y, t)
         inputs = complex_to_channels(x_t, y)
         return channels_to_complex(self.backbone(inputs, self.noise_level(t)))
 
     def forward(self, x_t, y, t):
         """Score s(x_t, y, t), complex64 (B, 1, F, T)."""
+        if self.parameterisation == "sgmse_time":
+            # s = -net(x_t, y, log t, feature_divisor=t)
+            inputs = complex_to_channels(x_t, y)
+            out = self.backbone(inputs, self.noise_level(t), feature_divisor=t)
+            return -channels_to_complex(out)
+        if self.parameterisation == "sgmse_time_output":
+            # s = -net(x_t, y, log t) / t
+            inputs = complex_to_channels(x_t, y)
+            out = channels_to_complex(
+                self.backbone(inputs, self.noise_level(t))
+            )
+            return -out / expand_time(t, x_t)
         sigma = expand_time(self.sde.std(t), x_t)
         # s = -z_hat / sigma_t
         return -self.predict_noise(x_t, y, t) / sigma

@@ -128,9 +128,14 @@ class NCSNpp(nn.Module):
 
     Attributes
     ----------
-    frame_multiple : int
+    unet_multiple : int
         ``patch_size * 2 ** (len(ch_mult) - 1)``: F must be a multiple of
         it, and the frame axis is padded to one internally.
+    frame_multiple : int
+        The frame multiple that callers pad inputs to
+        (:func:`speechbrain_elbo.pipeline.frame_multiple_of`):
+        ``unet_multiple``, unless a subclass asks for more (an imported
+        sgmse model pads to 64 frames, as sgmse does).
     config : dict
         The constructor arguments as plain values (lists, not tuples), so
         that ``NCSNpp(**net.config)`` rebuilds the same network.
@@ -225,7 +230,8 @@ class NCSNpp(nn.Module):
         self.skip_rescale = skip_rescale
         self.patch_size = patch_size
         self.num_levels = len(ch_mult)
-        self.frame_multiple = patch_size * 2 ** (self.num_levels - 1)
+        self.unet_multiple = patch_size * 2 ** (self.num_levels - 1)
+        self.frame_multiple = self.unet_multiple
         self.act = get_activation(nonlinearity)
 
         # Channels of the (patch-folded) input and of the output pyramid.
@@ -402,7 +408,7 @@ class NCSNpp(nn.Module):
         ---------
         x : torch.Tensor
             Real input (B, in_channels, F, T). F must be divisible by
-            ``frame_multiple``; any T >= 1 works (zero-padded internally).
+            ``unet_multiple``; any T >= 1 works (zero-padded internally).
         cond : torch.Tensor or None
             Conditioning scalar per example (B,) (or a 0-dim tensor for the
             whole batch), e.g. log(sigma_t) or t, fed to the Fourier
@@ -424,11 +430,11 @@ class NCSNpp(nn.Module):
                 f"{x.dtype}; stack real and imaginary parts as channels."
             )
         batch, _, n_freqs, n_frames = x.shape
-        multiple = self.frame_multiple
+        multiple = self.unet_multiple
         if n_freqs % multiple:
             raise ValueError(
                 f"The frequency size F={n_freqs} must be a multiple of "
-                f"{multiple} (frame_multiple = patch_size * 2**(levels-1)); "
+                f"{multiple} (unet_multiple = patch_size * 2**(levels-1)); "
                 "use n_fft = 510 (F = 256) or crop/pad the frequency axis."
             )
         emb = self._embed(cond, batch)
