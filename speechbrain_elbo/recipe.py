@@ -686,6 +686,10 @@ def write_test_bins(hparams, utterances, manifest):
 def model_card(task, hparams, stage1=None):
     """The model card of an export: of stage 1, or of both stages.
 
+    Folders are recorded by name (the test results relative to the run's
+    output folder, stage 1 by its folder name and checkpoint checksums), so
+    that no path of the training machine ends up in a shipped card.
+
     Arguments
     ---------
     task : str
@@ -693,20 +697,27 @@ def model_card(task, hparams, stage1=None):
         (``"WHAMR! {task}"``).
     hparams : dict
         The recipe's hparams (``loss`` of stage 1, ``epoch_counter``,
-        ``test_csv``).
+        ``test_csv``; for stage 2 also ``forward_share`` and
+        ``refiner_init_folder``).
     stage1 : types.SimpleNamespace, optional
-        The frozen stage 1 of a two-stage export (its ``folder``).
+        The frozen stage 1 of a two-stage export (``folder``,
+        ``checksums``).
 
     Example
     -------
     >>> from speechbrain.utils.epoch_loop import EpochCounter
     >>> hparams = {"task": "dereverb", "loss": "sigma2",
-    ...            "epoch_counter": EpochCounter(3), "test_csv": "r.csv"}
-    >>> model_card("WHAMR! {task}", hparams)["task"]
-    'WHAMR! dereverb'
+    ...            "epoch_counter": EpochCounter(3),
+    ...            "test_csv": "/runs/a/test_results.csv",
+    ...            "forward_share": 0.5, "refiner_init_folder": None}
+    >>> card = model_card("WHAMR! {task}", hparams)
+    >>> card["task"], card["test_results"]
+    ('WHAMR! dereverb', 'test_results.csv')
     >>> from types import SimpleNamespace
-    >>> model_card("x", hparams, SimpleNamespace(folder="s1"))["stage"]
-    '1+2 (score model and refiner)'
+    >>> stage1 = SimpleNamespace(folder="/runs/a/model", checksums={})
+    >>> card = model_card("x", hparams, stage1)
+    >>> card["stage"], card["stage1"], card["forward_share"]
+    ('1+2 (score model and refiner)', 'model', 0.5)
     """
     if stage1 is None:
         fields = {
@@ -715,13 +726,17 @@ def model_card(task, hparams, stage1=None):
             "epoch": hparams["epoch_counter"].current,
         }
     else:
+        init = hparams["refiner_init_folder"]
         fields = {
             "stage": "1+2 (score model and refiner)",
-            "stage1_folder": str(stage1.folder),
+            "stage1": pathlib.Path(stage1.folder).name,
+            "stage1_checksums": dict(stage1.checksums),
             "refiner_epoch": hparams["epoch_counter"].current,
+            "forward_share": hparams["forward_share"],
+            "refiner_init": None if init is None else pathlib.Path(init).name,
         }
     return {
         "task": task.format_map(hparams),
         **fields,
-        "test_results": hparams["test_csv"],
+        "test_results": pathlib.Path(hparams["test_csv"]).name,
     }
