@@ -66,6 +66,7 @@ from speechbrain_elbo.pipeline import (
     enhance_spectrogram,
     enhance_waveforms,
     frame_multiple_of,
+    frame_padding_of,
 )
 from speechbrain_elbo.sampling import SAMPLERS, Sampler
 from speechbrain_elbo.score import ScoreModel
@@ -333,7 +334,9 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
 
         The spectrogram pass is
         :func:`speechbrain_elbo.pipeline.enhance_spectrogram`, padded to the
-        frame multiple of the networks that run.
+        frame multiple of the networks that run, and decoded before or after
+        cropping as the backbone declares
+        (:func:`~speechbrain_elbo.pipeline.frame_padding_of`).
         """
         refiner = self.refiner if use_refiner else None
         out = enhance_spectrogram(
@@ -345,6 +348,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             generator=generator,
             frame_multiple=frame_multiple_of(self.mods.score_model, refiner),
             autocast=self.inference_ctx,
+            crop=not frame_padding_of(self.score_model)[1],
         )
         self.last_nfe = out.nfe
         self.last_refined = use_refiner

@@ -292,6 +292,14 @@ class RefinementLoss:
     valid complex bins of the compressed spectrograms, plus
     ``time_weight`` times the mean absolute error of the decoded waveforms.
 
+    With ``relative=True`` and the refiner's input ``x_hat`` passed as
+    ``reference``, the spectrogram term of each example is divided by the
+    squared error of its input, ``sum |r - x0|^2 / sum |x_hat - x0|^2``,
+    and averaged over the batch: the refiner is then judged by how much of
+    its input's error it removes, so that inputs with small errors (the
+    ELBO's decoder inputs) weigh as much as sampler outputs with large ones
+    (docs/method.md, section 7). A ratio of 1 is the identity.
+
     Arguments
     ---------
     transform : speechbrain_elbo.spectral.SpectralTransform
@@ -302,6 +310,9 @@ class RefinementLoss:
         Weight of the compressed magnitude MSE.
     time_weight : float
         Weight of the waveform L1 term.
+    relative : bool
+        Divide each example's spectrogram term by its input's error (needs
+        ``reference`` in the call).
 
     Example
     -------
@@ -310,10 +321,19 @@ class RefinementLoss:
     >>> x0 = torch.ones(1, 1, 256, 4, dtype=torch.complex64)
     >>> round(loss(x0 * 1j, x0).item(), 4)  # |i - 1|^2 = 2, same magnitude
     2.0
+    >>> relative = RefinementLoss(SpectralTransform(), relative=True)
+    >>> x_hat = x0 * 1.2  # the input's error: 0.04 per bin
+    >>> round(relative(x0 * 1.1, x0, reference=x_hat).item(), 4)  # 0.01/0.04
+    0.25
     """
 
     def __init__(
-        self, transform, spec_weight=1.0, mag_weight=0.0, time_weight=0.0
+        self,
+        transform,
+        spec_weight=1.0,
+        mag_weight=0.0,
+        time_weight=0.0,
+        relative=False,
     ):
         weights = {
             "spec_weight": spec_weight,
@@ -332,11 +352,27 @@ class RefinementLoss:
         self.spec_weight = float(spec_weight)
         self.mag_weight = float(mag_weight)
         self.time_weight = float(time_weight)
+        self.relative = bool(relative)
 
-    def __call__(self, estimate, target, mask=None):
-        """Loss of complex (B, 1, F, T) spectrograms; mask (B, 1, 1, T)."""
+    def __call__(self, estimate, target, mask=None, reference=None):
+        """Loss of complex (B, 1, F, T) spectrograms; mask (B, 1, 1, T);
+        ``reference``: the refiner's input (needed when ``relative``)."""
+        if self.relative and reference is None:
+            raise ValueError(
+                "RefinementLoss(relative=True) divides by the input's error: "
+                "pass the refiner's input as reference=."
+            )
         loss = estimate.real.new_zeros(())
-        if self.spec_weight:
+        if self.spec_weight and self.relative:
+            error = (estimate - target).abs().pow(2)
+            base = (reference - target).abs().pow(2).detach()
+            if mask is not None:
+                error, base = error * mask, base * mask
+            ratio = error.flatten(1).sum(-1) / base.flatten(1).sum(-1).clamp(
+                min=1e-12
+            )
+            loss = loss + self.spec_weight * ratio.mean()
+        elif self.spec_weight:
             error = (estimate - target).abs().pow(2)
             loss = loss + self.spec_weight * masked_mean(error, mask)
         if self.mag_weight:

@@ -119,6 +119,37 @@ def frame_multiple_of(*modules):
     return multiple
 
 
+def _backbone(module):
+    module = unwrap_module(module)
+    return unwrap_module(getattr(module, "backbone", module))
+
+
+def frame_padding_of(score_model):
+    """How the enhancement pads a score model's input frames.
+
+    A backbone declares ``frame_padding`` (``"zeros"``, the default, or
+    ``"reflection"``) and ``decode_padded`` (default False: the estimate is
+    cropped to the input's frames, then decoded; True: the padded estimate
+    is decoded, then the waveform is cropped, as sgmse's ``enhancement.py``
+    does, :class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNpp`).
+
+    Returns
+    -------
+    tuple
+        ``(frame_padding, decode_padded)``.
+
+    Example
+    -------
+    >>> frame_padding_of(torch.nn.Linear(1, 1))
+    ('zeros', False)
+    """
+    backbone = _backbone(score_model)
+    return (
+        getattr(backbone, "frame_padding", "zeros"),
+        bool(getattr(backbone, "decode_padded", False)),
+    )
+
+
 def _clock(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -134,11 +165,13 @@ def enhance_spectrogram(
     generator=None,
     frame_multiple=None,
     autocast=None,
+    crop=True,
 ):
     """Stage 1 (and stage 2) on a batch of noisy spectrograms.
 
-    ``y`` is zero-padded along the frames to ``frame_multiple`` (default
-    :func:`frame_multiple_of` the score model and the refiner), sampled,
+    ``y`` is padded along the frames to ``frame_multiple`` (default
+    :func:`frame_multiple_of` the score model and the refiner; zeros or
+    reflection: :func:`frame_padding_of` the score model), sampled,
     refined from the same sample, and both estimates are cropped back.
 
     Arguments
@@ -161,6 +194,9 @@ def enhance_spectrogram(
     autocast : context manager, optional
         Entered around the networks (e.g. a ``torch.autocast``); the
         padding, cropping and outputs stay complex64.
+    crop : bool
+        False: return the padded estimates (B, 1, F, T'), for a model
+        decoded before cropping (:func:`enhance_waveforms`).
 
     Returns
     -------
@@ -184,7 +220,10 @@ def enhance_spectrogram(
         frame_multiple = frame_multiple_of(score_model, refiner)
     context = contextlib.nullcontext() if autocast is None else autocast
     start = _clock(y.device)
-    y_pad, num_frames = pad_frames(y, frame_multiple)
+    mode, _ = frame_padding_of(score_model)
+    y_pad, num_frames = pad_frames(y, frame_multiple, mode)
+    if not crop:
+        num_frames = y_pad.shape[-1]
     with context:
         x_hat, nfe = sampler(score_model, sde, y_pad, generator=generator)
     stage1 = crop_frames(x_hat.to(torch.complex64), num_frames)
@@ -214,7 +253,9 @@ def enhance_waveforms(
 
     Peak normalisation by the noisy peak, compressed STFT,
     :func:`enhance_spectrogram`, inverse STFT and de-normalisation; samples
-    past each relative length are zero.
+    past each relative length are zero. A backbone with ``decode_padded``
+    (:func:`frame_padding_of`) has its padded estimate decoded and the
+    waveform cropped, otherwise the frames are cropped before decoding.
 
     Arguments
     ---------
@@ -245,6 +286,7 @@ def enhance_waveforms(
         generator=generator,
         frame_multiple=frame_multiple,
         autocast=autocast,
+        crop=not frame_padding_of(score_model)[1],
     )
 
     # each system's time: its share of the spectrogram pass plus its decode

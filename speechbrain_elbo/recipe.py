@@ -535,7 +535,9 @@ def load_stage1(hparams, run_opts):
     """The frozen stage 1 of a refiner recipe, with its sampler.
 
     :func:`speechbrain_elbo.export.load_enhancer` of the hparams'
-    ``stage1_folder`` on the run's device; ``stage1_steps`` (when not null)
+    ``stage1_folder`` (a stage-1 export or an imported sgmse model,
+    docs/interop.md) on the run's device; its sample rate must be the
+    recipe's ``sample_rate``. ``stage1_steps`` (when not null)
     changes the step count of its exported sampler, which enhances at
     inference, in the cache and in the test.
 
@@ -552,6 +554,13 @@ def load_stage1(hparams, run_opts):
         As :func:`~speechbrain_elbo.export.load_enhancer` returns.
     """
     stage1 = load_enhancer(hparams["stage1_folder"], _device(run_opts))
+    if stage1.sample_rate != int(hparams["sample_rate"]):
+        raise ValueError(
+            f"stage 1 ({stage1.folder.name}) works at {stage1.sample_rate} "
+            f"Hz and the recipe at {hparams['sample_rate']} Hz: pass "
+            f"--sample_rate={stage1.sample_rate} (and a prep_folder of that "
+            "rate)."
+        )
     if hparams["stage1_steps"] is not None:
         exported = stage1.sampler
         stage1.sampler = Sampler(
@@ -683,6 +692,16 @@ def write_test_bins(hparams, utterances, manifest):
     return rows
 
 
+def _stage1_source(folder):
+    """Where an imported stage 1 came from (its card's ``source``), or None
+    for a stage 1 trained by a recipe."""
+    card = pathlib.Path(folder) / "model_card.json"
+    if not card.is_file():
+        return None
+    written = json.loads(card.read_text(encoding="utf-8"))
+    return (written.get("model_card") or {}).get("source")
+
+
 def model_card(task, hparams, stage1=None):
     """The model card of an export: of stage 1, or of both stages.
 
@@ -730,6 +749,7 @@ def model_card(task, hparams, stage1=None):
         fields = {
             "stage": "1+2 (score model and refiner)",
             "stage1": pathlib.Path(stage1.folder).name,
+            "stage1_source": _stage1_source(stage1.folder),
             "stage1_checksums": dict(stage1.checksums),
             "refiner_epoch": hparams["epoch_counter"].current,
             "forward_share": hparams["forward_share"],

@@ -248,8 +248,19 @@ def peak_normalize(noisy, clean=None, lengths=None):
     return noisy / scale, clean, scale
 
 
-def pad_frames(spec, multiple):
-    """Zero-pad the frame axis of (B, C, F, T) up to a multiple of ``multiple``.
+def pad_frames(spec, multiple, mode="zeros"):
+    """Pad the frame axis of (B, C, F, T) up to a multiple of ``multiple``.
+
+    Arguments
+    ---------
+    spec : torch.Tensor
+        Real or complex (B, C, F, T).
+    multiple : int
+        The frame count to pad to a multiple of.
+    mode : str
+        ``"zeros"``, or ``"reflection"`` (the last frames mirrored about
+        the last one, as sgmse pads its 48 kHz model's inputs; an input
+        shorter than its padding is mirrored again, as often as needed).
 
     Returns
     -------
@@ -266,13 +277,29 @@ def pad_frames(spec, multiple):
     (torch.Size([1, 1, 4, 8]), 5)
     >>> crop_frames(padded, n).shape
     torch.Size([1, 1, 4, 5])
+    >>> frames = torch.arange(3.0).reshape(1, 1, 1, 3)
+    >>> pad_frames(frames, 8, mode="reflection")[0].flatten().tolist()
+    [0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0]
     """
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}.")
+    if mode not in ("zeros", "reflection"):
+        raise ValueError(f"mode must be 'zeros' or 'reflection', got {mode!r}.")
     num_frames = spec.shape[-1]
     extra = (-num_frames) % multiple
-    if extra:
-        spec = torch.nn.functional.pad(spec, (0, extra))
+    if mode == "zeros":
+        if extra:
+            spec = torch.nn.functional.pad(spec, (0, extra))
+        return spec, num_frames
+    while extra:
+        # a reflection adds at most T - 1 frames (T = 1: a repetition)
+        step = min(extra, max(spec.shape[-1] - 1, 1))
+        if spec.shape[-1] == 1:
+            tail = spec
+        else:
+            tail = spec[..., -1 - step : -1].flip(-1)
+        spec = torch.cat([spec, tail], dim=-1)
+        extra -= step
     return spec, num_frames
 
 

@@ -70,3 +70,17 @@ def tiny_models(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return one, two
+
+
+@pytest.fixture(scope="session")
+def imported_sgmse(tmp_path_factory):
+    """The committed small sgmse checkpoint (tests/fixtures/sgmse, written
+    by sgmse 0.1.2's own classes), imported with ``import_sgmse`` and a
+    2-step predictor-corrector default: a stage 1 the recipes did not
+    train."""
+    from speechbrain_elbo.interop.sgmse import import_sgmse
+
+    checkpoint = pathlib.Path(__file__).parent / "fixtures" / "sgmse"
+    out = tmp_path_factory.mktemp("imported") / "sgmse_ncsnpp"
+    import_sgmse(checkpoint / "ncsnpp_small.ckpt", out, steps=2)
+    return out

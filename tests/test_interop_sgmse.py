@@ -324,16 +324,7 @@ def test_enhanced_waveform_matches_without_padding(case, replay):
     assert rel_error(ours, ref["enhanced64"]) < TOL
 
 
-def _zero_padded(case):
-    if case["ref"]["pad_mode"] != "zero_pad":
-        pytest.xfail(
-            "sgmse's enhancement.py pads ncsnpp_48k inputs by reflection; "
-            "the pipeline pads with zeros (docs/interop.md)"
-        )
-
-
 def test_enhanced_spectrogram_matches_with_padding(case, replay):
-    _zero_padded(case)
     ref, enhancer = case["ref"], case["ema"]
     noise = replay(ref["enh_noise"])
     y = enhancer.transform.encode(ref["noisy"] / ref["norm_factor"])
@@ -351,7 +342,6 @@ def test_enhanced_spectrogram_matches_with_padding(case, replay):
 
 
 def test_enhanced_waveform_matches_before_the_padding(case, replay):
-    _zero_padded(case)
     ref, transform = case["ref"], case["ema"].transform
     ours = _enhance(case, replay)
     # samples that the frames past the input's own do not reach
@@ -361,12 +351,6 @@ def test_enhanced_waveform_matches_before_the_padding(case, replay):
     assert rel_error(ours[..., :end], ref["enhanced"][..., :end]) < TOL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sgmse decodes the padded spectrogram (its last n_fft/2 samples "
-    "see the padding frames); the pipeline crops the frames before the "
-    "inverse STFT (docs/interop.md, 'Known differences')",
-)
 def test_enhanced_waveform_matches_with_padding(case, replay):
     ours = _enhance(case, replay)
     assert rel_error(ours, case["ref"]["enhanced"]) < TOL
@@ -420,3 +404,19 @@ def imported_sde():
     from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 
     return OUVESDE(GeometricGNS(0.05, 0.5), gamma=1.5, t_eps=0.03)
+
+
+def test_a_recipe_refuses_a_stage1_of_another_sample_rate(tmp_path):
+    from speechbrain_elbo.recipe import load_stage1
+
+    folder = tmp_path / "sgmse48k"
+    import_sgmse(FIXTURES / "ncsnpp_48k_small.ckpt", folder)
+    hparams = {
+        "stage1_folder": str(folder),
+        "sample_rate": 16000,
+        "stage1_steps": None,
+    }
+    with pytest.raises(ValueError, match="--sample_rate=48000"):
+        load_stage1(hparams, {"device": "cpu"})
+    hparams["sample_rate"] = 48000
+    assert load_stage1(hparams, {"device": "cpu"}).sample_rate == 48000

@@ -350,3 +350,75 @@ def test_run_sh_rejects_bad_arguments(stage1, tmp_path):
     assert typo.returncode != 0
     assert "--sigma_mx is neither a SpeechBrain run option" in typo.stderr
     assert not (tmp_path / "out" / "score").exists()  # nothing ran
+
+
+def test_run_sh_trains_stage2_on_an_imported_sgmse_model(
+    imported_sgmse, tmp_path
+):
+    # docs/interop.md: stage 1 is an sgmse checkpoint, not trained here
+    data = make_fake_voicebank(tmp_path / "data", per_speaker=1)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(
+        [
+            "bash",
+            str(RECIPE / "run.sh"),
+            str(data),
+            str(out),
+            "--config=tiny",
+            "--stage1",
+            str(imported_sgmse),
+            "--number_of_epochs=1",
+            "--elbo_utterances=1",
+            "--valid_enhance_utterances=1",
+            *TINY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[run.sh] stage1: not trained, given:" in result.stdout
+    assert not (out / "score" / "model").exists()
+    assert not list((out / "score").glob("save/CKPT*"))
+    info = json.loads(
+        (out / "refiner" / "stage1_cache" / "cache_info.json").read_text()
+    )
+    stage1 = load_enhancer(imported_sgmse)
+    assert info["checksums"] == stage1.checksums
+    rows = {row["system"]: row for row in read_rows(out / "results.csv")}
+    assert list(rows) == ["noisy", "stage1", "stage1+2"]
+    # the imported sampler: 2 PC steps, a predictor and a corrector each
+    assert int(rows["stage1"]["nfe"]) == 4
+    two_stage = load_enhancer(out / "model")
+    assert type(two_stage.backbone) is type(stage1.backbone)
+    assert (
+        two_stage.checksums["score_model.ckpt"]
+        == (stage1.checksums["score_model.ckpt"])
+    )
+    card = json.loads((out / "model" / "model_card.json").read_text())
+    source = card["model_card"]["stage1_source"]
+    assert source["format"] == "sgmse 0.1.2 Lightning checkpoint"
+    assert source["file"] == "ncsnpp_small.ckpt"  # a name, not a path
+
+
+def test_run_sh_refuses_a_stage1_that_is_not_a_model(stage1, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(
+        [
+            "bash",
+            str(RECIPE / "run.sh"),
+            str(stage1.data),
+            str(tmp_path / "out"),
+            "--stage1",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "is not a from_hparams folder" in result.stderr
+    assert "speechbrain-elbo-import" in result.stderr

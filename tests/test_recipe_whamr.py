@@ -325,3 +325,32 @@ def test_denoise_dereverb_both_stages(data, dereverb_run, tmp_path):
     assert card["model_card"]["task"] == (
         "WHAMR! denoise_dereverb (min version)"
     )
+
+
+def test_run_sh_dereverb_on_an_imported_sgmse_model(
+    data, imported_sgmse, tmp_path
+):
+    # docs/interop.md: the refiner trained on a stage 1 from sgmse
+    out = tmp_path / "out"
+    result = run_sh(
+        data,
+        out,
+        "--task=dereverb",
+        "--config=tiny",
+        f"--stage1={imported_sgmse}",
+        "--number_of_epochs=1",
+        "--elbo_utterances=1",
+        "--valid_enhance_utterances=1",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[run.sh] stage1: not trained, given:" in result.stdout
+    assert not (out / "score" / "model").exists()
+    rows = [row["system"] for row in read_rows(out / "results.csv")]
+    assert rows == ["noisy", "stage1", "stage1+2"]
+    two_stage = load_enhancer(out / "model")
+    assert two_stage.refiner is not None
+    assert (
+        two_stage.checksums["score_model.ckpt"]
+        == (load_enhancer(imported_sgmse).checksums["score_model.ckpt"])
+    )

@@ -412,6 +412,7 @@ def toy_refiner_brain(tmp_path, **changes):
         "elbo_utterances": 1,
         "decoder_fit_batches": 1,
         "forward_share": 0.5,
+        "relative_loss": False,
         "train_logger": FileTrainLogger(tmp_path / "log.txt"),
         **changes,
     }

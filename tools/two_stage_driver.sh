@@ -30,6 +30,11 @@
 #                  enhancer), OUTPUT/results.csv and, when the test wrote
 #                  per-bin means (test_bins in the YAML), OUTPUT/results_bins.csv
 #
+# --stage1 FOLDER skips step 2: stage 1 is the from_hparams folder FOLDER
+# (e.g. an sgmse checkpoint imported with speechbrain-elbo-import, or the
+# model of an earlier run), from which the cache is built and on which the
+# refiner is trained.
+#
 # --config picks the network, batch size and epochs: tiny (smoke test), small
 # (CPU demo) or full (the GPU setting of hparams/*.yaml, default). Extra
 # --key=value overrides go to each stage whose YAML file has the key;
@@ -76,7 +81,7 @@ usage() {
     for name in "${CHOICE_NAMES[@]}"; do
         options+=" [--$name ${CHOICES[$name]//,/|}]"
     done
-    echo "usage: $RUN_NAME DATA_FOLDER OUTPUT_FOLDER$options [--config tiny|small|full] [--key=value ...]" >&2
+    echo "usage: $RUN_NAME DATA_FOLDER OUTPUT_FOLDER$options [--config tiny|small|full] [--stage1 FOLDER] [--key=value ...]" >&2
     exit 2
 }
 
@@ -85,11 +90,14 @@ DATA=$(realpath -m "$1")
 OUT=$(realpath -m "$2")
 shift 2
 CONFIG=full
+STAGE1_FOLDER=""
 EXTRA=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --config) [[ $# -ge 2 ]] || usage; CONFIG=$2; shift 2; continue ;;
         --config=*) CONFIG=${1#--config=}; shift; continue ;;
+        --stage1) [[ $# -ge 2 ]] || usage; STAGE1_FOLDER=$2; shift 2; continue ;;
+        --stage1=*) STAGE1_FOLDER=${1#--stage1=}; shift; continue ;;
     esac
     matched=0
     for name in "${CHOICE_NAMES[@]}"; do
@@ -125,6 +133,13 @@ for name in "${CHOICE_NAMES[@]}"; do
     CHOICE_ARGS+=("--$name=$value")
 done
 [[ -d "$DATA" ]] || { echo "error: data folder $DATA does not exist" >&2; exit 2; }
+if [[ -n $STAGE1_FOLDER ]]; then
+    STAGE1_FOLDER=$(realpath -m "$STAGE1_FOLDER")
+    [[ -f $STAGE1_FOLDER/hyperparams.yaml ]] || {
+        echo "error: --stage1 $STAGE1_FOLDER is not a from_hparams folder (no hyperparams.yaml); import an sgmse checkpoint with speechbrain-elbo-import CKPT --out DIR" >&2
+        exit 2
+    }
+fi
 # The tiny networks are faster on one thread, and much faster than with
 # PyTorch's default (all cores) on a machine shared with other jobs.
 if [[ $CONFIG == tiny ]]; then
@@ -203,11 +218,16 @@ COMMON=(--data_folder="$DATA" --prep_folder="$OUT/prepared")
 STAGE1=(train_score.py "$SCORE_YAML" "${COMMON[@]}"
     --output_folder="$OUT/score" "${SCORE_ARGS[@]}")
 STAGE2=(train_refiner.py "$REFINER_YAML" "${COMMON[@]}"
-    --output_folder="$OUT/refiner" --stage1_folder="$OUT/score/model"
+    --output_folder="$OUT/refiner"
+    --stage1_folder="${STAGE1_FOLDER:-$OUT/score/model}"
     "${REFINER_ARGS[@]}")
 
 step prepare "$PYTHON" "${STAGE1[@]}" --prepare_only
-step stage1 $LAUNCHER "${STAGE1[@]}"
+if [[ -n $STAGE1_FOLDER ]]; then
+    echo "[run.sh] stage1: not trained, given: $STAGE1_FOLDER"
+else
+    step stage1 $LAUNCHER "${STAGE1[@]}"
+fi
 step cache $LAUNCHER "${STAGE2[@]}" --cache_only=True
 step stage2 $LAUNCHER "${STAGE2[@]}"
 

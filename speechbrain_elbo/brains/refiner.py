@@ -69,9 +69,10 @@ class RefinerBrain(EnhancementBrain):
     :class:`~speechbrain_elbo.losses.RefinementLoss`), ``test_csv``,
     ``test_utterance_csv``, ``elbo_csv``, ``elbo_diffusion_samples``,
     ``elbo_reconstruction_samples``, ``elbo_utterances``,
-    ``decoder_fit_batches`` and ``forward_share`` (the share of training
+    ``decoder_fit_batches``, ``forward_share`` (the share of training
     inputs that are decoder inputs of the ELBO rather than cached sampler
-    outputs, docs/method.md §7).
+    outputs, docs/method.md §7) and ``relative_loss`` (judge each example
+    by the share of its input's error it removes).
 
     Arguments
     ---------
@@ -104,6 +105,7 @@ class RefinerBrain(EnhancementBrain):
         "elbo_utterances",
         "decoder_fit_batches",
         "forward_share",
+        "relative_loss",
     )
 
     def __init__(self, *args, stage1=None, **kwargs):
@@ -121,6 +123,7 @@ class RefinerBrain(EnhancementBrain):
             spec_weight=self.hparams.spec_weight,
             mag_weight=self.hparams.mag_weight,
             time_weight=self.hparams.time_weight,
+            relative=self.hparams.relative_loss,
         )
 
     @property
@@ -196,7 +199,12 @@ class RefinerBrain(EnhancementBrain):
     def compute_objectives(self, predictions, batch, stage):
         """The data-domain loss of docs/method.md, section 7."""
         refined = predictions["refined"].to(torch.complex64)
-        return self.refine_loss(refined, predictions["x0"], predictions["mask"])
+        return self.refine_loss(
+            refined,
+            predictions["x0"],
+            predictions["mask"],
+            reference=predictions["x_hat"],
+        )
 
     def score_valid_batch(self, batch, predictions, count):
         """Score the first ``count`` refined crops, and their cached stage-1

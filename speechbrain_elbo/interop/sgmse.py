@@ -33,11 +33,11 @@ How sgmse computes, and where it is reproduced:
   parameterisation of :class:`~speechbrain_elbo.score.ScoreModel`, declared
   by ``SGMSENCSNpp``; ``ncsnpp_48k`` divides the output instead,
   ``-net(x_t, y, log t) / t`` (``"sgmse_time_output"``);
-- padding: sgmse pads the spectrogram with zeros to a multiple of 64 frames
-  before sampling (``pad_spec``): ``SGMSENCSNpp`` has
-  ``frame_multiple`` 64 so the pipeline pads the same way (sgmse's
-  ``enhancement.py`` pads ``ncsnpp_48k`` inputs by reflection instead, which
-  the pipeline does not reproduce: docs/interop.md, "Known differences");
+- padding: sgmse's ``enhancement.py`` pads the spectrogram to a multiple
+  of 64 frames before sampling (``pad_spec``: zeros, reflection for
+  ``ncsnpp_48k``) and decodes the padded sample before cropping the
+  waveform: ``SGMSENCSNpp`` declares ``frame_multiple`` 64, its
+  ``frame_padding`` and ``decode_padded``, and the pipeline does the same;
 - sampler: the predictor-corrector of ``enhancement.py`` (reverse
   diffusion, annealed Langevin with ``snr`` 0.5, one corrector step, N
   from the checkpoint) = :func:`speechbrain_elbo.sampling.sample_pc` with
@@ -158,7 +158,7 @@ def import_sgmse(
     card = {
         "source": {
             "format": "sgmse 0.1.2 Lightning checkpoint",
-            "file": str(path.absolute()),
+            "file": path.name,
             "sha256": file_sha256(path),
             "weights": weights_used,
             "lightning_version": str(
@@ -190,15 +190,13 @@ def import_sgmse(
 
 
 def _padding_note(backbone):
-    """How the imported model pads frames, against sgmse's enhancement.py."""
-    note = f"zeros to a multiple of {SGMSE_PAD_MULTIPLE} frames"
-    if backbone == "ncsnpp_48k":
-        return (
-            f"{note}; sgmse's enhancement.py pads ncsnpp_48k inputs by "
-            "reflection instead (results differ for inputs whose frame count "
-            f"is not a multiple of {SGMSE_PAD_MULTIPLE})"
-        )
-    return f"{note}, as sgmse's pad_spec"
+    """How the imported model pads frames, as sgmse's enhancement.py."""
+    mode = "reflection" if backbone == "ncsnpp_48k" else "zeros"
+    return (
+        f"{mode} to a multiple of {SGMSE_PAD_MULTIPLE} frames, the padded "
+        "sample decoded, then the waveform cropped, as sgmse's "
+        "enhancement.py"
+    )
 
 
 def build_parser():

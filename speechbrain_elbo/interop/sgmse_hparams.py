@@ -374,6 +374,8 @@ def _backbone_config(net, divide_by_t):
         patch_size=1,
         pad_multiple=SGMSE_PAD_MULTIPLE,
         divide_by_t=divide_by_t,
+        # enhancement.py: pad_spec(Y, mode="reflection") for ncsnpp_48k
+        pad_mode="reflection" if divide_by_t == "output" else "zeros",
     )
     if config["progressive"] not in ("output_skip", "none") or (
         config["progressive_input"] not in ("input_skip", "none")

@@ -37,9 +37,13 @@ class SGMSENCSNpp(NCSNpp):
       ``ncsnpp``: ``"sgmse_time"``) or its output (``"output"``, sgmse
       ``ncsnpp_48k``: ``"sgmse_time_output"``) by t and negates the result
       (:class:`~speechbrain_elbo.score.ScoreModel`);
-    - ``frame_multiple`` = lcm(``pad_multiple``, ``unet_multiple``), so
-      that the enhancement pipeline pads the frames as sgmse's ``pad_spec``
-      does (64); called directly, the network pads only to its
+    - ``frame_multiple`` = lcm(``pad_multiple``, ``unet_multiple``),
+      ``frame_padding`` (``pad_mode``) and ``decode_padded`` = True, so
+      that the enhancement pipeline (:mod:`speechbrain_elbo.pipeline`)
+      pads the frames as sgmse's ``enhancement.py`` does (``pad_spec`` to a
+      multiple of 64: zeros, reflection for ``ncsnpp_48k``) and decodes the
+      padded estimate before cropping the waveform (``to_audio(sample,
+      T_orig)``); called directly, the network pads only to its
       ``unet_multiple``, as sgmse's network runs on any multiple of it.
 
     Arguments
@@ -48,6 +52,8 @@ class SGMSENCSNpp(NCSNpp):
         Frame multiple of sgmse's padding before sampling (64).
     divide_by_t : str
         ``"features"`` (sgmse ``ncsnpp``) or ``"output"`` (``ncsnpp_48k``).
+    pad_mode : str
+        ``"zeros"`` (sgmse ``ncsnpp``) or ``"reflection"`` (``ncsnpp_48k``).
     **kwargs
         The arguments of :class:`~speechbrain_elbo.lobes.ncsnpp.NCSNpp`.
 
@@ -58,8 +64,8 @@ class SGMSENCSNpp(NCSNpp):
     ...                   attn_resolutions=[], num_freqs=64)
     >>> net.frame_multiple, net.config["pad_multiple"]
     (64, 64)
-    >>> net.score_parameterisation
-    'sgmse_time'
+    >>> net.score_parameterisation, net.frame_padding, net.decode_padded
+    ('sgmse_time', 'zeros', True)
     >>> net(torch.randn(1, 4, 64, 3), torch.tensor([-1.0])).shape
     torch.Size([1, 2, 64, 3])
     """
@@ -69,8 +75,15 @@ class SGMSENCSNpp(NCSNpp):
         "output": "sgmse_time_output",
     }
 
+    #: The pipeline decodes the padded estimate, then crops the waveform.
+    decode_padded = True
+
     def __init__(
-        self, pad_multiple=SGMSE_PAD_MULTIPLE, divide_by_t="features", **kwargs
+        self,
+        pad_multiple=SGMSE_PAD_MULTIPLE,
+        divide_by_t="features",
+        pad_mode="zeros",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if int(pad_multiple) < 1:
@@ -80,7 +93,13 @@ class SGMSENCSNpp(NCSNpp):
                 "divide_by_t must be 'features' (sgmse ncsnpp) or 'output' "
                 f"(sgmse ncsnpp_48k), got {divide_by_t!r}."
             )
+        if pad_mode not in ("zeros", "reflection"):
+            raise ValueError(
+                f"pad_mode must be 'zeros' or 'reflection', got {pad_mode!r}."
+            )
         self.score_parameterisation = self._PARAMETERISATIONS[divide_by_t]
+        self.frame_padding = pad_mode
         self.frame_multiple = math.lcm(self.frame_multiple, int(pad_multiple))
         self.config["pad_multiple"] = int(pad_multiple)
         self.config["divide_by_t"] = divide_by_t
+        self.config["pad_mode"] = pad_mode
