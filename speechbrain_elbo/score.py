@@ -28,6 +28,22 @@ A backbone may declare another parameterisation in its attribute
 
       s = -net(x_t, y, log t) / t.
 
+- ``"sgmse_v2"``: sgmse's ``ncsnpp_v2`` backbone, which leaves the
+  scaling to the score model, set by the backbone's ``preconditioning``
+  dict (the checkpoint's ``c_in``, ``c_out``, ``c_skip``,
+  ``network_scaling``, ``sigma_data`` and ``loss_type``). With
+  sigma = sigma_t and sigma_d = ``sigma_data`` (docs/method.md, section 3:
+  the network's output made a score),
+
+      F = net(c_in x_t, c_in y, log t) / n(t),
+      s = c_skip x_t + c_out F            (loss_type "score_matching"),
+      s = (F - x_t) / sigma^2             (loss_type "denoiser"),
+
+  where c_in is 1 or 1 / sqrt(sigma^2 + sigma_d^2) ("edm"); n(t) is 1
+  (``network_scaling`` None), sigma ("1/sigma") or t ("1/t"); c_skip is 0
+  or sigma_d^2 / (sigma^2 + sigma_d^2) ("edm"); c_out is 1, sigma,
+  1 / sigma or sigma sigma_d / sqrt(sigma^2 + sigma_d^2) ("edm").
+
 Example
 -------
 >>> from speechbrain_elbo.sde import OUVESDE, GeometricGNS
@@ -49,10 +65,21 @@ __all__ = [
     "complex_to_channels",
     "channels_to_complex",
     "PARAMETERISATIONS",
+    "PRECONDITIONING",
+    "check_preconditioning",
 ]
 
 #: Values of a backbone's ``score_parameterisation`` attribute.
-PARAMETERISATIONS = ("noise", "sgmse_time", "sgmse_time_output")
+PARAMETERISATIONS = ("noise", "sgmse_time", "sgmse_time_output", "sgmse_v2")
+
+#: Allowed values of each ``preconditioning`` entry of ``"sgmse_v2"``.
+PRECONDITIONING = {
+    "loss_type": ("score_matching", "denoiser"),
+    "network_scaling": (None, "1/sigma", "1/t"),
+    "c_in": ("1", "edm"),
+    "c_out": ("1", "sigma", "1/sigma", "edm"),
+    "c_skip": ("0", "edm"),
+}
 
 
 def complex_to_channels(*specs):
@@ -85,6 +112,57 @@ def channels_to_complex(channels):
         )
     channels = channels.float()
     return torch.complex(channels[:, :1], channels[:, 1:])
+
+
+def check_preconditioning(preconditioning):
+    """Check a ``"sgmse_v2"`` backbone's ``preconditioning`` dict.
+
+    Arguments
+    ---------
+    preconditioning : dict
+        ``loss_type``, ``network_scaling``, ``c_in``, ``c_out``, ``c_skip``
+        (values of :data:`PRECONDITIONING`) and ``sigma_data`` (> 0).
+
+    Returns
+    -------
+    dict
+        The same settings, ``sigma_data`` as a float.
+
+    Raises
+    ------
+    ValueError
+        A missing entry or a value that is not reproduced, named.
+
+    Example
+    -------
+    >>> settings = dict(loss_type="score_matching", network_scaling="1/t",
+    ...                 c_in="1", c_out="1", c_skip="0", sigma_data=0.1)
+    >>> check_preconditioning(settings)["network_scaling"]
+    '1/t'
+    >>> check_preconditioning({**settings, "c_out": "2"})
+    Traceback (most recent call last):
+    ...
+    ValueError: c_out='2' is not supported (reproduced: '1', 'sigma',
+    '1/sigma', 'edm').
+    """
+    checked = {}
+    for key, allowed in PRECONDITIONING.items():
+        if key not in preconditioning:
+            raise ValueError(f"preconditioning lacks {key!r}.")
+        value = preconditioning[key]
+        if value not in allowed:
+            names = ", ".join(repr(a) for a in allowed)
+            raise ValueError(
+                f"{key}={value!r} is not supported (reproduced: {names})."
+            )
+        checked[key] = value
+    sigma_data = float(preconditioning.get("sigma_data", float("nan")))
+    if not sigma_data > 0:
+        raise ValueError(
+            f"sigma_data must be > 0, got {preconditioning.get('sigma_data')}."
+        )
+    checked["sigma_data"] = sigma_data
+    return checked
 
 
 class ScoreModel(torch.nn.Module):
@@ -124,19 +202,23 @@ class ScoreModel(torch.nn.Module):
                 f"The backbone declares score_parameterisation="
                 f"{self.parameterisation!r}; supported: {PARAMETERISATIONS}."
             )
+        if self.parameterisation == "sgmse_v2":
+            self.preconditioning = check_preconditioning(
+                getattr(backbone, "preconditioning", {})
+            )
 
     def noise_level(self, t):
         """The conditioning scalar given to the backbone.
 
-        log(sigma_t), or log(t) for the ``"sgmse_time*"`` parameterisations.
+        log(sigma_t), or log(t) for the ``"sgmse*"`` parameterisations.
         """
-        if self.parameterisation.startswith("sgmse_time"):
+        if self.parameterisation.startswith("sgmse"):
             return torch.log(t)
         return torch.log(self.sde.std(t))
 
     def predict_noise(self, x_t, y, t):
         """The estimate of z (complex) that the score corresponds to."""
-        if self.parameterisation.startswith("sgmse_time"):
+        if self.parameterisation.startswith("sgmse"):
             # z_hat = -sigma_t s
             return -expand_time(self.sde.std(t), x_t) * self(x_t, y, t)
         inputs = complex_to_channels(x_t, y)
@@ -156,9 +238,41 @@ class ScoreModel(torch.nn.Module):
                 self.backbone(inputs, self.noise_level(t))
             )
             return -out / expand_time(t, x_t)
+        if self.parameterisation == "sgmse_v2":
+            return self._sgmse_v2_score(x_t, y, t)
         sigma = expand_time(self.sde.std(t), x_t)
         # s = -z_hat / sigma_t
         return -self.predict_noise(x_t, y, t) / sigma
+
+    def _sgmse_v2_score(self, x_t, y, t):
+        """The score of sgmse's ``ncsnpp_v2`` (module docstring)."""
+        pre = self.preconditioning
+        sigma = expand_time(self.sde.std(t), x_t).float()
+        var_data = pre["sigma_data"] ** 2
+        c_in = 1.0
+        if pre["c_in"] == "edm":
+            c_in = 1.0 / torch.sqrt(sigma**2 + var_data)
+        inputs = complex_to_channels(c_in * x_t, c_in * y)
+        out = channels_to_complex(self.backbone(inputs, self.noise_level(t)))
+        # F = net(c_in x_t, c_in y, log t) / n(t)
+        if pre["network_scaling"] == "1/sigma":
+            out = out / sigma
+        elif pre["network_scaling"] == "1/t":
+            out = out / expand_time(t, x_t).float()
+        if pre["loss_type"] == "denoiser":
+            # s = (F - x_t) / sigma^2
+            return (out - x_t) / sigma**2
+        c_out = {
+            "1": 1.0,
+            "sigma": sigma,
+            "1/sigma": 1.0 / sigma,
+            "edm": sigma * pre["sigma_data"] / torch.sqrt(var_data + sigma**2),
+        }[pre["c_out"]]
+        # s = c_skip x_t + c_out F
+        score = c_out * out
+        if pre["c_skip"] == "edm":
+            score = score + var_data / (sigma**2 + var_data) * x_t
+        return score
 
     def data_prediction(self, x_t, y, t):
         """Tweedie estimate x0_hat of the clean spectrogram."""

@@ -10,7 +10,8 @@ package or its tests::
         --out tests/fixtures/sgmse
 
 For each configuration it builds a small randomly initialised sgmse
-``ScoreModel`` (backbone ``ncsnpp``, SDE ``ouve``) with sgmse's own classes,
+``ScoreModel`` (backbones ``ncsnpp``, ``ncsnpp_48k`` and ``ncsnpp_v2``,
+SDE ``ouve``) with sgmse's own classes,
 perturbs every weight (so that the zero-initialised layers matter) and sets
 EMA weights that differ from the raw ones, saves it as a real Lightning
 checkpoint (``Trainer.save_checkpoint``, which stores ``ema`` through
@@ -18,7 +19,16 @@ sgmse's ``on_save_checkpoint``), loads it back with
 ``ScoreModel.load_from_checkpoint`` as sgmse's ``enhancement.py`` does, and
 runs sgmse's transforms, network, predictor, corrector and the whole
 ``enhance`` chain on fixed inputs. Every ``torch.randn_like`` draw of the
-samplers is recorded, so the tests replay the same noise.
+samplers is recorded, so the tests replay the same noise. For
+``ncsnpp_v2`` it also records the score under other settings of the
+score model's scalings (``variants``: every value of ``c_in``, ``c_out``,
+``c_skip``, ``network_scaling`` and ``loss_type`` that the importer
+accepts), and for every model the waveform that SpeechBrain's SGMSE recipe
+decodes from the same sample (frames cropped before the inverse STFT,
+``enhanced_sb``).
+
+``--only NAME`` rewrites one configuration and leaves the others' files
+as they are.
 
 Files written per configuration NAME: ``NAME.ckpt`` (the checkpoint) and
 ``NAME_reference.pt`` (a dict of tensors and numbers, loadable with
@@ -72,8 +82,48 @@ CONFIGS["ncsnpp_48k_small"] = {
     "sr": 48000,
 }
 
+#: sgmse's ncsnpp_v2 with scaled inputs and outputs, smaller still
+#: (F = 32 bins, hop 16, three levels, shorter input: NUM_SAMPLES) to keep
+#: the fixture files small.
+CONFIGS["ncsnpp_v2_small"] = {
+    **{
+        k: v
+        for k, v in CONFIGS["ncsnpp_small"].items()
+        if k not in ("centered",)
+    },
+    "backbone": "ncsnpp_v2",
+    "n_fft": 62,
+    "hop_length": 16,
+    "image_size": 32,
+    "ch_mult": [1, 2, 2],
+    "network_scaling": "1/sigma",
+    "c_in": "edm",
+    "c_out": "edm",
+    "c_skip": "edm",
+    "sigma_data": 0.2,
+}
+
+#: Input samples of a configuration, if not --num-samples (57 frames for
+#: ncsnpp_v2_small: still padded to 64).
+NUM_SAMPLES = {"ncsnpp_v2_small": 900}
+
 #: Padding of the spectrogram in sgmse's enhancement.py, per backbone.
-PAD_MODES = {"ncsnpp": "zero_pad", "ncsnpp_48k": "reflection"}
+PAD_MODES = {
+    "ncsnpp": "zero_pad",
+    "ncsnpp_48k": "reflection",
+    "ncsnpp_v2": "reflection",
+}
+
+#: ncsnpp_v2 only: other settings of the score model's scalings whose
+#: score is recorded too (same weights, same inputs).
+V2_VARIANTS = {
+    "recipe": dict(network_scaling="1/t", c_in="1", c_out="1", c_skip="0"),
+    "plain": dict(network_scaling=None, c_in="1", c_out="1", c_skip="0"),
+    "c_out_sigma": dict(network_scaling="1/t", c_out="sigma", c_skip="0"),
+    "c_out_inv_sigma": dict(network_scaling=None, c_out="1/sigma"),
+    "denoiser": dict(loss_type="denoiser", network_scaling="1/sigma"),
+    "denoiser_edm_in": dict(loss_type="denoiser", c_in="edm"),
+}
 
 
 class NoiseRecorder:
@@ -150,6 +200,22 @@ def load_like_enhancement(path):
     return model
 
 
+def v2_variants(model, x_t, y, t):
+    """ncsnpp_v2: the EMA score under each of V2_VARIANTS; model restored."""
+    keys = ("loss_type", "network_scaling", "c_in", "c_out", "c_skip")
+    saved = {k: getattr(model, k) for k in keys}
+    out = {}
+    with torch.no_grad():
+        for name, change in V2_VARIANTS.items():
+            settings = {**saved, **change}
+            for key, value in settings.items():
+                setattr(model, key, value)
+            out[name] = {**settings, "score": model(x_t, y, t)}
+    for key, value in saved.items():
+        setattr(model, key, value)
+    return out
+
+
 def reference_outputs(model, seed, num_samples, snr):
     """Run sgmse's pieces on fixed inputs; return a dict of results."""
     from sgmse.sampling import get_pc_sampler
@@ -163,8 +229,9 @@ def reference_outputs(model, seed, num_samples, snr):
     out["noisy"] = noisy.clone()
 
     # raw weights first (no_ema), then the EMA weights of eval()
-    x_t = 0.2 * torch.randn(1, 1, 64, 64, generator=gen, dtype=torch.cfloat)
-    y = 0.2 * torch.randn(1, 1, 64, 64, generator=gen, dtype=torch.cfloat)
+    bins = model.data_module.n_fft // 2 + 1
+    x_t = 0.2 * torch.randn(1, 1, bins, 64, generator=gen, dtype=torch.cfloat)
+    y = 0.2 * torch.randn(1, 1, bins, 64, generator=gen, dtype=torch.cfloat)
     t = torch.tensor([0.4])
     out["net_x_t"], out["net_y"], out["net_t"] = x_t, y, t
     with torch.no_grad():
@@ -173,6 +240,8 @@ def reference_outputs(model, seed, num_samples, snr):
         model.train(True)
         model.eval()
         out["score_ema"] = model(x_t, y, t)
+    if model.backbone == "ncsnpp_v2":
+        out["variants"] = v2_variants(model, x_t, y, t)
 
     # spectral transform (as enhance(): peak-normalise, STFT, compress)
     norm_factor = noisy.abs().max().item()
@@ -204,14 +273,16 @@ def reference_outputs(model, seed, num_samples, snr):
     # the score-matching loss of one batch (sgmse's ScoreModel._loss, as
     # _step calls it), with t and z drawn here and recorded
     with torch.no_grad():
-        x0 = 0.2 * torch.randn(2, 1, 64, 16, generator=gen, dtype=torch.cfloat)
+        x0 = 0.2 * torch.randn(
+            2, 1, bins, 16, generator=gen, dtype=torch.cfloat
+        )
         y0 = x0 + 0.1 * torch.randn(
-            2, 1, 64, 16, generator=gen, dtype=torch.cfloat
+            2, 1, bins, 16, generator=gen, dtype=torch.cfloat
         )
         u = torch.rand(2, generator=gen)
         t = u * (sde.T - model.t_eps) + model.t_eps
         mean, std = sde.marginal_prob(x0, y0, t)
-        z = torch.randn(2, 1, 64, 16, generator=gen, dtype=torch.cfloat)
+        z = torch.randn(2, 1, bins, 16, generator=gen, dtype=torch.cfloat)
         x_t = mean + std[:, None, None, None] * z
         loss = model._loss(model(x_t, y0, t), x_t, z, t, mean, x0)
     out["loss_x0"], out["loss_y"], out["loss_t"], out["loss_z"] = x0, y0, t, z
@@ -247,6 +318,11 @@ def reference_outputs(model, seed, num_samples, snr):
         out[f"enh{tag}_nfe"] = nfe
         x_hat = model.to_audio(sample.squeeze(), wav.shape[-1]) * factor
         out[f"enhanced{tag}"] = x_hat.reshape(1, -1)
+        # SpeechBrain's SGMSE recipe (its Brain.enhance) crops the sample
+        # to the input's frames before the inverse STFT
+        frames = spec.shape[-1]
+        x_sb = model.to_audio(sample[..., :frames].squeeze(), wav.shape[-1])
+        out[f"enhanced{tag}_sb"] = (x_sb * factor).reshape(1, -1)
     out["N"] = sde.N
     return out
 
@@ -278,6 +354,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--num-samples", type=int, default=1800)
     parser.add_argument(
+        "--only",
+        choices=sorted(CONFIGS),
+        help="write this configuration only (seeds as in a full run)",
+    )
+    parser.add_argument(
         "--full-size",
         type=pathlib.Path,
         metavar="CKPT",
@@ -304,9 +385,12 @@ def main(argv=None):
         return
     args.out.mkdir(parents=True, exist_ok=True)
     for index, (name, hparams) in enumerate(CONFIGS.items()):
+        if args.only not in (None, name):
+            continue
         path = build_checkpoint(name, hparams, args.out, args.seed + index)
         model = load_like_enhancement(path)
-        ref = reference_outputs(model, args.seed + index, args.num_samples, 0.5)
+        num_samples = NUM_SAMPLES.get(name, args.num_samples)
+        ref = reference_outputs(model, args.seed + index, num_samples, 0.5)
         ref["sgmse_version"] = "0.1.2"
         ref["torch_version"] = str(torch.__version__)
         torch.save(ref, args.out / f"{name}_reference.pt")

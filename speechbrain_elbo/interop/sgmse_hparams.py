@@ -5,8 +5,10 @@ An sgmse 0.1.2 Lightning checkpoint records every setting of the model
 ``hyper_parameters``. :func:`sgmse_settings` checks each one against what
 this package reproduces exactly, refuses anything else with one line
 naming it (:class:`~speechbrain_elbo.interop.checkpoint.CheckpointError`),
-and builds our components from the rest: the constructor arguments of
-:class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNpp`, the
+and builds our components from the rest: the network class
+(:class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNpp`, or
+:class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNppV2` for
+``ncsnpp_v2``) and its constructor arguments, the
 :class:`~speechbrain_elbo.sde.OUVESDE`, the
 :class:`~speechbrain_elbo.spectral.SpectralTransform` and the default
 :class:`~speechbrain_elbo.sampling.Sampler` (docs/interop.md).
@@ -28,14 +30,20 @@ not supported...
 from dataclasses import dataclass, field
 
 from speechbrain_elbo.interop.checkpoint import CheckpointError, InertReference
-from speechbrain_elbo.interop.sgmse_network import SGMSE_PAD_MULTIPLE
+from speechbrain_elbo.interop.sgmse_network import (
+    SGMSE_PAD_MULTIPLE,
+    SGMSENCSNpp,
+    SGMSENCSNppV2,
+)
 from speechbrain_elbo.sampling import Sampler
+from speechbrain_elbo.score import check_preconditioning
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 from speechbrain_elbo.spectral import SpectralTransform
 
 __all__ = [
     "SGMSESettings",
     "sgmse_settings",
+    "equivalent_loss",
     "plain_value",
     "BACKBONES",
     "NCSNPP_DEFAULTS",
@@ -78,10 +86,25 @@ NCSNPP_48K_DEFAULTS = {
     "progressive_input": "none",
 }
 
-#: Backbone name -> (constructor defaults, where the network divides by t).
+#: Backbone name -> (constructor defaults, where the network divides by t:
+#: None for ``ncsnpp_v2``, whose score model scales it, see PRECONDITIONING).
+#: ``ncsnpp_v2`` has the defaults of ``ncsnpp`` (it takes no
+#: ``scale_by_sigma``, ``conditional`` or ``centered``: they are fixed).
 BACKBONES = {
     "ncsnpp": (NCSNPP_DEFAULTS, "features"),
     "ncsnpp_48k": (NCSNPP_48K_DEFAULTS, "output"),
+    "ncsnpp_v2": (NCSNPP_DEFAULTS, None),
+}
+
+#: sgmse ScoreModel settings that define an ``ncsnpp_v2`` model's score
+#: (training only for the other backbones), and their defaults.
+PRECONDITIONING = {
+    "loss_type": "score_matching",
+    "network_scaling": None,
+    "c_in": "1",
+    "c_out": "1",
+    "c_skip": "0",
+    "sigma_data": 0.1,
 }
 
 #: Settings whose value must be exactly this for the import to be faithful.
@@ -160,8 +183,7 @@ class SGMSESettings:
     Attributes
     ----------
     backbone : dict
-        Constructor arguments of
-        :class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNpp`.
+        Constructor arguments of ``network``.
     sde : speechbrain_elbo.sde.OUVESDE
     transform : speechbrain_elbo.spectral.SpectralTransform
     sampler : speechbrain_elbo.sampling.Sampler
@@ -171,6 +193,10 @@ class SGMSESettings:
         Every setting read from the checkpoint (value as found, plain).
     training_only : dict
         Settings that concern training only, recorded but not used.
+    network : type
+        :class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNpp` or,
+        for ``ncsnpp_v2``,
+        :class:`~speechbrain_elbo.interop.sgmse_network.SGMSENCSNppV2`.
 
     Example
     -------
@@ -189,6 +215,7 @@ class SGMSESettings:
     sample_rate: int
     read: dict = field(default_factory=dict)
     training_only: dict = field(default_factory=dict)
+    network: type = SGMSENCSNpp
 
 
 def plain_value(value):
@@ -245,6 +272,9 @@ def sgmse_settings(hparams, ignore_keys=()):
     ...
     speechbrain_elbo.interop.checkpoint.CheckpointError: setting fir=False
     is not supported...
+    >>> sgmse_settings({"backbone": "ncsnpp_v2", "sde": "ouve",
+    ...                 "network_scaling": "1/t"}).backbone["network_scaling"]
+    '1/t'
     """
     defaults, divide_by_t = _check_names(hparams, ignore_keys)
     net = {k: hparams.get(k, v) for k, v in defaults.items()}
@@ -275,20 +305,90 @@ def sgmse_settings(hparams, ignore_keys=()):
         )
     except ValueError as error:
         raise CheckpointError(f"invalid setting: {error}") from None
-    read = {k: plain_value(hparams[k]) for k in READ if k in hparams}
+    # ncsnpp_v2: the score model's scaling settings define the model
+    used = (*READ, *PRECONDITIONING) if divide_by_t is None else READ
+    read = {k: plain_value(hparams[k]) for k in used if k in hparams}
     training = {
         k: plain_value(hparams[k])
         for k in (*TRAINING_ONLY, *ignore_keys)
-        if k in hparams
+        if k in hparams and k not in read
     }
+    config = _backbone_config(net, divide_by_t)
+    network = SGMSENCSNpp
+    if divide_by_t is None:
+        network = SGMSENCSNppV2
+        config.update(_preconditioning(hparams))
     return SGMSESettings(
-        _backbone_config(net, divide_by_t),
+        config,
         sde,
         transform,
         sampler,
         int(hparams.get("sr", 16000)),
         read,
         training,
+        network,
+    )
+
+
+def _preconditioning(hparams):
+    """SGMSENCSNppV2's scaling arguments; refuse what is not reproduced."""
+    settings = {k: hparams.get(k, v) for k, v in PRECONDITIONING.items()}
+    try:
+        check_preconditioning(settings)
+    except ValueError as error:
+        raise CheckpointError(
+            f"ncsnpp_v2 setting {error} Such a model cannot be imported."
+        ) from None
+    return settings
+
+
+def equivalent_loss(hparams):
+    """This package's loss that sgmse's training loss is a multiple of.
+
+    sgmse's ``score_matching`` loss with ``loss_weighting: sigma^2`` sums
+    ``|sigma_t s + z|^2`` over the C F T bins of an example, halves it and
+    averages over the batch; ``speechbrain_elbo.losses.SigmaSquaredLoss``
+    ("sigma2", docs/method.md, section 4) averages over the bins, so
+    ``L_sgmse = 0.5 * C * F * T * L_sigma2``. Any other loss (``denoiser``,
+    ``data_prediction``, another weighting) has no equivalent here.
+
+    Arguments
+    ---------
+    hparams : dict
+        The checkpoint's ``hyper_parameters``.
+
+    Returns
+    -------
+    name : str
+        ``"sigma2"`` (:func:`speechbrain_elbo.losses.make_loss`).
+    factor : float
+        0.5: ``L_sgmse = factor * (bins per example) * L_ours``.
+
+    Raises
+    ------
+    CheckpointError
+        A loss that this package does not reproduce, named.
+
+    Example
+    -------
+    >>> equivalent_loss({"loss_type": "score_matching"})
+    ('sigma2', 0.5)
+    >>> equivalent_loss({"loss_type": "denoiser", "loss_weighting": "edm"})
+    Traceback (most recent call last):
+    ...
+    speechbrain_elbo.interop.checkpoint.CheckpointError: sgmse's training
+    loss loss_type='denoiser', loss_weighting='edm' has no equivalent...
+    """
+    loss_type = hparams.get("loss_type", "score_matching")
+    weighting = hparams.get("loss_weighting", "sigma^2")
+    if loss_type == "score_matching" and weighting == "sigma^2":
+        return "sigma2", 0.5
+    raise CheckpointError(
+        f"sgmse's training loss loss_type={loss_type!r}, "
+        f"loss_weighting={weighting!r} has no equivalent in "
+        "speechbrain_elbo.losses (only score_matching with sigma^2 is "
+        "reproduced, as 'sigma2'); the model imports for enhancement, but "
+        "its training loss is not reproduced."
     )
 
 
@@ -298,8 +398,8 @@ def _check_names(hparams, ignore_keys):
     if backbone not in BACKBONES:
         raise CheckpointError(
             f"backbone {backbone!r} is not supported: this importer reads "
-            "sgmse 'ncsnpp' (SGMSE+) and 'ncsnpp_48k' checkpoints "
-            "(ncsnpp_v2 and dcunet are not implemented)."
+            "sgmse 'ncsnpp' (SGMSE+), 'ncsnpp_48k' and 'ncsnpp_v2' "
+            "checkpoints (dcunet is not implemented)."
         )
     sde_name = hparams.get("sde")
     if sde_name != "ouve":
@@ -373,10 +473,12 @@ def _backbone_config(net, divide_by_t):
         num_freqs=int(net["image_size"]),
         patch_size=1,
         pad_multiple=SGMSE_PAD_MULTIPLE,
-        divide_by_t=divide_by_t,
         # enhancement.py: pad_spec(Y, mode="reflection") for ncsnpp_48k
-        pad_mode="reflection" if divide_by_t == "output" else "zeros",
+        # and ncsnpp_v2, zeros for ncsnpp
+        pad_mode="zeros" if divide_by_t == "features" else "reflection",
     )
+    if divide_by_t is not None:
+        config["divide_by_t"] = divide_by_t
     if config["progressive"] not in ("output_skip", "none") or (
         config["progressive_input"] not in ("input_skip", "none")
     ):
