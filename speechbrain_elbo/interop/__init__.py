@@ -8,7 +8,11 @@
 - :mod:`speechbrain_elbo.interop.sgmse_hparams`: the checkpoint's
   ``hyper_parameters``, checked, to our SDE, transform and sampler;
 - :mod:`speechbrain_elbo.interop.sgmse_network`: ``SGMSENCSNpp``, NCSN++
-  with sgmse's score parameterisation and frame padding;
+  with sgmse's score parameterisation and frame padding, and
+  ``SGMSENCSNppV2`` for ``ncsnpp_v2`` (input/output scalings);
 - :mod:`speechbrain_elbo.interop.sgmse_weights`: sgmse's backbone tensors
-  (EMA or raw) mapped onto ``SGMSENCSNpp``.
+  (EMA or raw) mapped onto ``SGMSENCSNpp``;
+- :mod:`speechbrain_elbo.interop.speechbrain_sgmse`: checkpoint folders of
+  SpeechBrain's SGMSE recipe (``CKPT+...`` and the run's
+  ``hyperparams.yaml``), imported with the same checks and writer.
 """

@@ -16,9 +16,13 @@ those modules that this one used to define (``SGMSENCSNpp``,
 ``SGMSE_PAD_MULTIPLE``, ``SGMSESettings``, ``sgmse_settings``,
 ``map_ncsnpp_state``) are importable from here too.
 
-Supported: backbones ``ncsnpp`` (SGMSE+) and ``ncsnpp_48k`` (EARS, 48 kHz)
-with SDE ``ouve``. Anything else is refused with one line naming it
-(docs/interop.md).
+Supported: backbones ``ncsnpp`` (SGMSE+), ``ncsnpp_48k`` (EARS, 48 kHz)
+and ``ncsnpp_v2`` (with its ``c_in``/``c_out``/``c_skip``/
+``network_scaling`` and ``score_matching`` or ``denoiser`` output) with
+SDE ``ouve``. Anything else is refused with one line naming it
+(docs/interop.md). The same command imports checkpoint folders of
+SpeechBrain's SGMSE recipe
+(:mod:`speechbrain_elbo.interop.speechbrain_sgmse`).
 
 How sgmse computes, and where it is reproduced:
 
@@ -32,7 +36,9 @@ How sgmse computes, and where it is reproduced:
   conditions on the time t, not on sigma_t): the ``"sgmse_time"``
   parameterisation of :class:`~speechbrain_elbo.score.ScoreModel`, declared
   by ``SGMSENCSNpp``; ``ncsnpp_48k`` divides the output instead,
-  ``-net(x_t, y, log t) / t`` (``"sgmse_time_output"``);
+  ``-net(x_t, y, log t) / t`` (``"sgmse_time_output"``); ``ncsnpp_v2``
+  scales inputs and output as its ScoreModel's settings say
+  (``"sgmse_v2"``, declared by ``SGMSENCSNppV2``);
 - padding: sgmse's ``enhancement.py`` pads the spectrogram to a multiple
   of 64 frames before sampling (``pad_spec``: zeros, reflection for
   ``ncsnpp_48k``) and decodes the padded sample before cropping the
@@ -48,8 +54,8 @@ Example
 >>> SGMSENCSNpp.__module__  # what exported folders name
 'speechbrain_elbo.interop.sgmse_network'
 >>> sorted(vars(build_parser().parse_args(["m.ckpt", "--out", "m"])))
-['checkpoint', 'corrector_steps', 'ignore_key', 'no_ema', 'out', 'snr',
- 'steps']
+['checkpoint', 'corrector_steps', 'hparams', 'ignore_key', 'no_ema', 'out',
+ 'snr', 'steps']
 """
 
 import argparse
@@ -60,6 +66,7 @@ from speechbrain_elbo.export import export_enhancer, file_sha256
 from speechbrain_elbo.interop.checkpoint import CheckpointError, read_checkpoint
 from speechbrain_elbo.interop.sgmse_hparams import (
     SGMSESettings,
+    equivalent_loss,
     plain_value,
     sgmse_settings,
 )
@@ -144,40 +151,90 @@ def import_sgmse(
             "checkpoint."
         )
     settings = sgmse_settings(hparams, ignore_keys)
-    default = settings.sampler
-    sampler = Sampler(
+    tensors, weights_used = backbone_tensors(checkpoint, use_ema)
+    ignored = sorted(k for k in checkpoint if k not in ("state_dict", "ema"))
+    source = {
+        "format": "sgmse 0.1.2 Lightning checkpoint",
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "weights": weights_used,
+        "lightning_version": str(checkpoint.get("pytorch-lightning_version")),
+        "epoch": plain_value(checkpoint.get("epoch")),
+        "global_step": plain_value(checkpoint.get("global_step")),
+    }
+    not_imported = {
+        "entries": ignored,
+        "why": "training state (optimizer, loops, callbacks) and "
+        "metadata; hyper_parameters are recorded above",
+    }
+    sampler = sampler_with(settings.sampler, steps, snr, corrector_steps)
+    return export_imported(
+        out, hparams, settings, tensors, sampler, source, not_imported
+    )
+
+
+def sampler_with(default, steps=None, snr=None, corrector_steps=None):
+    """The predictor-corrector ``default`` with the given settings changed.
+
+    Example
+    -------
+    >>> sampler_with(Sampler("pc", 30, corrector_steps=1, snr=0.5), snr=0.33)
+    Sampler('pc', steps=30, corrector_steps=1, snr=0.33)
+    """
+    return Sampler(
         "pc",
         default.steps if steps is None else steps,
         default.corrector_steps if corrector_steps is None else corrector_steps,
         default.snr if snr is None else snr,
     )
-    tensors, weights_used = backbone_tensors(checkpoint, use_ema)
-    net = SGMSENCSNpp(**settings.backbone)
+
+
+def export_imported(
+    out, hparams, settings, tensors, sampler, source, not_imported
+):
+    """Build the network, load the mapped tensors, write the folder.
+
+    The one writer of imported models, for sgmse checkpoints
+    (:func:`import_sgmse`) and SpeechBrain SGMSE checkpoint folders
+    (:func:`speechbrain_elbo.interop.speechbrain_sgmse.import_speechbrain_sgmse`).
+
+    Arguments
+    ---------
+    out : str or pathlib.Path
+        The folder to write.
+    hparams : dict
+        The sgmse ``hyper_parameters`` the settings came from.
+    settings : SGMSESettings
+        From :func:`sgmse_settings`; ``settings.backbone`` may be adjusted
+        by the caller (e.g. ``decode_padded``).
+    tensors : dict
+        The backbone's tensors, sgmse names without ``dnn.``.
+    sampler : speechbrain_elbo.sampling.Sampler
+        The folder's default sampler.
+    source : dict
+        The model card's ``source`` entry (files, SHA-256, weights).
+    not_imported : dict
+        What of the source was not imported, and why.
+
+    Returns
+    -------
+    pathlib.Path
+        The written folder.
+    """
+    net = settings.network(**settings.backbone)
     net.load_state_dict(map_ncsnpp_state(tensors, net), strict=True)
-    ignored = sorted(k for k in checkpoint if k not in ("state_dict", "ema"))
     card = {
-        "source": {
-            "format": "sgmse 0.1.2 Lightning checkpoint",
-            "file": path.name,
-            "sha256": file_sha256(path),
-            "weights": weights_used,
-            "lightning_version": str(
-                checkpoint.get("pytorch-lightning_version")
-            ),
-            "epoch": plain_value(checkpoint.get("epoch")),
-            "global_step": plain_value(checkpoint.get("global_step")),
-        },
+        "source": source,
         "settings_read": settings.read,
         "training_only_settings": settings.training_only,
-        "not_imported": {
-            "entries": ignored,
-            "why": "training state (optimizer, loops, callbacks) and "
-            "metadata; hyper_parameters are recorded above",
-        },
-        "sgmse_backbone": hparams["backbone"],
+        "not_imported": not_imported,
+        "sgmse_backbone": hparams.get("backbone"),
         "score_parameterisation": net.score_parameterisation,
-        "frame_padding": _padding_note(hparams["backbone"]),
+        "frame_padding": _padding_note(net),
+        "training_loss": _loss_note(hparams),
     }
+    if net.score_parameterisation == "sgmse_v2":
+        card["preconditioning"] = net.preconditioning
     return export_enhancer(
         out,
         net,
@@ -189,14 +246,36 @@ def import_sgmse(
     )
 
 
-def _padding_note(backbone):
-    """How the imported model pads frames, as sgmse's enhancement.py."""
-    mode = "reflection" if backbone == "ncsnpp_48k" else "zeros"
-    return (
-        f"{mode} to a multiple of {SGMSE_PAD_MULTIPLE} frames, the padded "
-        "sample decoded, then the waveform cropped, as sgmse's "
+def _padding_note(net):
+    """How the imported model pads frames (sgmse's enhancement.py or not)."""
+    order = (
+        "the padded sample decoded, then the waveform cropped, as sgmse's "
         "enhancement.py"
+        if net.decode_padded
+        else "the sample's frames cropped, then decoded, as SpeechBrain's "
+        "SGMSE recipe"
     )
+    return (
+        f"{net.frame_padding} to a multiple of {SGMSE_PAD_MULTIPLE} frames, "
+        f"{order}"
+    )
+
+
+def _loss_note(hparams):
+    """The model card's account of sgmse's training loss."""
+    sgmse = {
+        "loss_type": plain_value(hparams.get("loss_type", "score_matching")),
+        "loss_weighting": plain_value(hparams.get("loss_weighting", "sigma^2")),
+    }
+    try:
+        name, factor = equivalent_loss(hparams)
+    except CheckpointError as error:
+        return {"sgmse": sgmse, "equivalent": None, "why": str(error)}
+    return {
+        "sgmse": sgmse,
+        "equivalent": name,
+        "relation": f"L_sgmse = {factor} * C * F * T * L_{name}",
+    }
 
 
 def build_parser():
@@ -207,13 +286,28 @@ def build_parser():
     >>> args = build_parser().parse_args(["m.ckpt", "--out", "m", "--no-ema"])
     >>> args.checkpoint, args.out, args.no_ema, args.steps, args.ignore_key
     ('m.ckpt', 'm', True, None, [])
+    >>> build_parser().parse_args(["CKPT+x", "--out", "m",
+    ...                            "--hparams", "h.yaml"]).hparams
+    'h.yaml'
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Import an sgmse (SGMSE+) checkpoint as a folder that "
+        description="Import an sgmse (SGMSE+) checkpoint, or a checkpoint "
+        "folder of SpeechBrain's SGMSE recipe, as a folder that "
         "DiffusionEnhancement.from_hparams and speechbrain-elbo-enhance load.",
     )
-    parser.add_argument("checkpoint", help="sgmse 0.1.2 .ckpt file")
+    parser.add_argument(
+        "checkpoint",
+        help="sgmse 0.1.2 .ckpt file, or a CKPT+... folder of SpeechBrain's "
+        "SGMSE recipe",
+    )
+    parser.add_argument(
+        "--hparams",
+        default=None,
+        metavar="YAML",
+        help="CKPT+... folder only: the run's hyperparams.yaml (default: "
+        "FOLDER/../../hyperparams.yaml, the recipe's run folder)",
+    )
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument(
         "--no-ema",
@@ -260,16 +354,29 @@ def main(argv=None):
     1
     """
     args = build_parser().parse_args(argv)
+    options = dict(
+        use_ema=not args.no_ema,
+        ignore_keys=args.ignore_key,
+        steps=args.steps,
+        snr=args.snr,
+        corrector_steps=args.corrector_steps,
+    )
     try:
-        folder = import_sgmse(
-            args.checkpoint,
-            args.out,
-            use_ema=not args.no_ema,
-            ignore_keys=args.ignore_key,
-            steps=args.steps,
-            snr=args.snr,
-            corrector_steps=args.corrector_steps,
-        )
+        if pathlib.Path(args.checkpoint).expanduser().is_dir():
+            from speechbrain_elbo.interop.speechbrain_sgmse import (
+                import_speechbrain_sgmse,
+            )
+
+            folder = import_speechbrain_sgmse(
+                args.checkpoint, args.out, args.hparams, **options
+            )
+        elif args.hparams is not None:
+            raise CheckpointError(
+                "--hparams is for a CKPT+... folder of SpeechBrain's SGMSE "
+                "recipe; an sgmse .ckpt holds its own hyper_parameters."
+            )
+        else:
+            folder = import_sgmse(args.checkpoint, args.out, **options)
     except (ValueError, OSError, RuntimeError) as error:
         message = " ".join(str(error).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)
