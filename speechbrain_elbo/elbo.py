@@ -276,3 +276,64 @@ def fit_decoder_variance(
         return error.mean().item()
     weights = mask.expand_as(error)
     return ((error * weights).sum() / weights.sum()).item()
+
+
+def fit_decoder_variances(score_model, sde, crops, decoders, seed=0):
+    """Maximum-likelihood variances of several decoders on the same draws.
+
+    The one fitting loop of the recipes' test
+    (:class:`~speechbrain_elbo.brains.RefinerBrain`) and of the demo report:
+    for each held-out crop, every decoder sees the same x_{t_eps} draw
+    (a generator seeded with ``seed + index``), and each variance is the
+    mean |x0 - m|^2 over all valid bins of all crops.
+
+    Arguments
+    ---------
+    score_model, sde
+        As in :func:`negative_elbo`.
+    crops : iterable
+        ``(x0, y, mask)`` triples (mask (B, 1, 1, T) or None).
+    decoders : dict
+        Name -> decoder (None: the Tweedie estimate of stage 1).
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    dict
+        Name -> variance, and ``"crops"``: the number of crops (0: no
+        variance fitted, the dict holds only ``"crops"``).
+
+    Example
+    -------
+    >>> from speechbrain_elbo.oracle import GaussianOracle
+    >>> from speechbrain_elbo.sde import OUVESDE, GeometricGNS
+    >>> sde = OUVESDE(GeometricGNS())
+    >>> oracle = GaussianOracle(sde, c=0.5, s0=0.2)
+    >>> y = torch.ones(1, 1, 64, 64, dtype=torch.complex64)
+    >>> x0 = oracle.sample_x0(y, torch.Generator().manual_seed(0))
+    >>> fitted = fit_decoder_variances(
+    ...     oracle, sde, [(x0, y, None)], {"a": None, "b": lambda m, y: m})
+    >>> fitted["a"] == fitted["b"], fitted["crops"]
+    (True, 1)
+    """
+    sums = dict.fromkeys(decoders, 0.0)
+    bins, count = 0.0, 0
+    for index, (x0, y, mask) in enumerate(crops):
+        frames = x0.shape[-1] if mask is None else mask.sum().item()
+        weight = float(frames) * x0.shape[1] * x0.shape[2]
+        if mask is None:
+            weight *= x0.shape[0]
+        for name, decoder in decoders.items():
+            generator = torch.Generator(device=x0.device).manual_seed(
+                int(seed) + index
+            )
+            variance = fit_decoder_variance(
+                score_model, sde, x0, y, decoder, generator, mask
+            )
+            sums[name] += variance * weight
+        bins += weight
+        count += 1
+    if count == 0 or bins == 0:
+        return {"crops": 0}
+    return {**{name: sums[name] / bins for name in decoders}, "crops": count}

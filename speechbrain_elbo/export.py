@@ -140,6 +140,21 @@ def load_checkpoint(module, path):
     ...
     speechbrain_elbo.export.ModelFolderError: ...lin.ckpt does not match ...
     """
+    state = read_state_dict(path)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0:3]
+        raise ModelFolderError(
+            f"{path} does not match the network described in "
+            f"{HPARAMS_FILE}: {' '.join(first)}"
+        ) from error
+
+
+def read_state_dict(path):
+    """The ``state_dict`` in a checkpoint file of an exported folder,
+    read with weights-only loading; one clear error if it is missing,
+    corrupt or not a state_dict."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -159,14 +174,7 @@ def load_checkpoint(module, path):
             f"Checkpoint file {path} holds a {type(state).__name__}, not a "
             "state_dict. Export the model again."
         )
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0:3]
-        raise ModelFolderError(
-            f"{path} does not match the network described in "
-            f"{HPARAMS_FILE}: {' '.join(first)}"
-        ) from error
+    return state
 
 
 def module_from_yaml(path, key):

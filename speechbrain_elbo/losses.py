@@ -293,12 +293,14 @@ class RefinementLoss:
     ``time_weight`` times the mean absolute error of the decoded waveforms.
 
     With ``relative=True`` and the refiner's input ``x_hat`` passed as
-    ``reference``, the spectrogram term of each example is divided by the
-    squared error of its input, ``sum |r - x0|^2 / sum |x_hat - x0|^2``,
-    and averaged over the batch: the refiner is then judged by how much of
-    its input's error it removes, so that inputs with small errors (the
-    ELBO's decoder inputs) weigh as much as sampler outputs with large ones
-    (docs/method.md, section 7). A ratio of 1 is the identity.
+    ``reference``, the spectrogram term is the share of the input's error
+    that the refiner leaves, ``sum |r - x0|^2 / sum |x_hat - x0|^2``, summed
+    over the examples of each group (``groups``: the kind of input, e.g.
+    sampler output or ELBO decoder input) and averaged over the groups: the
+    two kinds then weigh alike although the decoder inputs' errors are an
+    order of magnitude smaller, and within a kind the examples keep their
+    absolute weights (docs/method.md, section 7). A ratio of 1 is the
+    identity.
 
     Arguments
     ---------
@@ -311,8 +313,8 @@ class RefinementLoss:
     time_weight : float
         Weight of the waveform L1 term.
     relative : bool
-        Divide each example's spectrogram term by its input's error (needs
-        ``reference`` in the call).
+        Divide the spectrogram term of each group by its inputs' error
+        (needs ``reference`` in the call).
 
     Example
     -------
@@ -325,6 +327,14 @@ class RefinementLoss:
     >>> x_hat = x0 * 1.2  # the input's error: 0.04 per bin
     >>> round(relative(x0 * 1.1, x0, reference=x_hat).item(), 4)  # 0.01/0.04
     0.25
+    >>> two = torch.cat([x0, x0])  # inputs' errors 0.04 and 4e-4 per bin
+    >>> ref = two * torch.tensor([1.2, 1.02]).view(2, 1, 1, 1)
+    >>> out = two * torch.tensor([1.1, 1.0]).view(2, 1, 1, 1)
+    >>> round(relative(out, two, reference=ref).item(), 4)  # 0.01 / 0.0404
+    0.2475
+    >>> kinds = torch.tensor([0, 1])  # (0.01 / 0.04 + 0 / 4e-4) / 2
+    >>> round(relative(out, two, reference=ref, groups=kinds).item(), 4)
+    0.125
     """
 
     def __init__(
@@ -354,9 +364,13 @@ class RefinementLoss:
         self.time_weight = float(time_weight)
         self.relative = bool(relative)
 
-    def __call__(self, estimate, target, mask=None, reference=None):
+    def __call__(
+        self, estimate, target, mask=None, reference=None, groups=None
+    ):
         """Loss of complex (B, 1, F, T) spectrograms; mask (B, 1, 1, T);
-        ``reference``: the refiner's input (needed when ``relative``)."""
+        ``reference``: the refiner's input (needed when ``relative``);
+        ``groups``: (B,) integer labels of the examples' kinds (default:
+        one group)."""
         if self.relative and reference is None:
             raise ValueError(
                 "RefinementLoss(relative=True) divides by the input's error: "
@@ -368,10 +382,14 @@ class RefinementLoss:
             base = (reference - target).abs().pow(2).detach()
             if mask is not None:
                 error, base = error * mask, base * mask
-            ratio = error.flatten(1).sum(-1) / base.flatten(1).sum(-1).clamp(
-                min=1e-12
-            )
-            loss = loss + self.spec_weight * ratio.mean()
+            error, base = error.flatten(1).sum(-1), base.flatten(1).sum(-1)
+            if groups is None:
+                groups = torch.zeros_like(error, dtype=torch.long)
+            ratios = [
+                error[groups == g].sum() / base[groups == g].sum().clamp(1e-12)
+                for g in torch.unique(groups)
+            ]
+            loss = loss + self.spec_weight * torch.stack(ratios).mean()
         elif self.spec_weight:
             error = (estimate - target).abs().pow(2)
             loss = loss + self.spec_weight * masked_mean(error, mask)

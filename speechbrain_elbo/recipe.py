@@ -53,7 +53,11 @@ from speechbrain_elbo.cache import (
 from speechbrain_elbo.dataio import make_datasets
 from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
 from speechbrain_elbo.dataprep.whamr import prepare_whamr
-from speechbrain_elbo.export import REFINER_CKPT, load_checkpoint, load_enhancer
+from speechbrain_elbo.export import (
+    REFINER_CKPT,
+    load_enhancer,
+    read_state_dict,
+)
 from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.metrics import BIN_FIELDS, metric_bins
 from speechbrain_elbo.pipeline import frame_multiple_of
@@ -510,10 +514,12 @@ def _device(run_opts):
 def init_refiner(hparams):
     """Warm start: the refiner of ``refiner_init_folder``, when not null.
 
-    Loads (strictly) the ``refiner.ckpt`` of a two-stage ``from_hparams``
-    folder into ``hparams["refiner"]``. Call it before the Brain is built,
-    so that the EMA copy starts from the same weights; a resumed run then
-    continues from its own checkpoint as usual.
+    Loads the ``refiner.ckpt`` of a two-stage ``from_hparams`` folder into
+    ``hparams["refiner"]`` (strictly, except that a conditional refiner may
+    start from an unconditional one:
+    :meth:`~speechbrain_elbo.lobes.refiner.Refiner.load_warm_start`). Call
+    it before the Brain is built, so that the EMA copy starts from the same
+    weights; a resumed run then continues from its own checkpoint as usual.
 
     Arguments
     ---------
@@ -527,7 +533,8 @@ def init_refiner(hparams):
     folder = hparams["refiner_init_folder"]
     if folder is None:
         return
-    load_checkpoint(hparams["refiner"], pathlib.Path(folder) / REFINER_CKPT)
+    state = read_state_dict(pathlib.Path(folder) / REFINER_CKPT)
+    hparams["refiner"].load_warm_start(state)
     logger.info(f"Refiner initialised from {folder}")
 
 

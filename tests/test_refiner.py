@@ -160,3 +160,54 @@ def test_class_defaults_are_refiner_yaml():
     default = Refiner()
     assert default.config == from_yaml.config
     assert sum(p.numel() for p in default.parameters()) == 24_998_042
+
+
+# -- the conditional refiner (docs/method.md, section 7) ---------------------
+def test_conditional_warm_start_begins_as_the_unconditional_refiner():
+    source = tiny(seed=3)
+    with torch.no_grad():  # every layer matters, the zero-initialised too
+        for param in source.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    target = tiny(seed=4, conditional=True)
+    target.load_warm_start(source.state_dict())
+    target.set_levels(sample=0.07, decoder=0.017)
+    x_hat, y = spectrograms()
+    with torch.no_grad():
+        expected = source(x_hat, y)
+        assert torch.allclose(target(x_hat, y), expected, atol=1e-6)
+        assert torch.allclose(target.decode(x_hat, y), expected, atol=1e-6)
+        # once its conditioning layers are trained, the two jobs differ
+        for name, param in target.backbone.named_parameters():
+            if ".dense." in f".{name}":
+                param.normal_(0.0, 0.2)
+        assert not torch.allclose(
+            target(x_hat, y), target.decode(x_hat, y), atol=1e-4
+        )
+        # per-example levels: each example at its own level
+        both = target(x_hat, y, torch.tensor([0.07, 0.017]))
+        assert torch.allclose(both[0], target(x_hat, y)[0], atol=1e-6)
+        assert torch.allclose(both[1], target.decode(x_hat, y)[1], atol=1e-6)
+
+
+def test_conditional_refiner_levels_are_checked():
+    refiner = tiny(conditional=True)
+    x_hat, y = spectrograms()
+    with pytest.raises(ValueError, match="call set_levels"):
+        refiner(x_hat, y)
+    with pytest.raises(ValueError, match="decoder level must be a positive"):
+        refiner.set_levels(sample=0.1, decoder=0.0)
+    with pytest.raises(ValueError, match="not conditional"):
+        tiny().set_levels(sample=0.1, decoder=0.01)
+    refiner.set_levels(sample=0.1, decoder=0.01)
+    # the levels travel with the weights (export, checkpoints)
+    copy = tiny(seed=5, conditional=True)
+    copy.load_state_dict(refiner.state_dict())
+    assert copy.decoder_level.item() == pytest.approx(0.01)
+
+
+def test_warm_start_refuses_another_layout():
+    with pytest.raises(ValueError, match="same layout"):
+        tiny(nf=8).load_warm_start(tiny().state_dict())
+    # an unconditional refiner does not start from a conditional one
+    with pytest.raises(ValueError, match="mismatched keys"):
+        tiny().load_warm_start(tiny(conditional=True).state_dict())

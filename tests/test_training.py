@@ -385,9 +385,13 @@ class ToyRefiner(torch.nn.Module):
     def forward(self, x_hat, y):
         return x_hat * self.gain
 
+    def decode(self, x0_hat, y):
+        return self(x0_hat, y)
 
-def toy_refiner_brain(tmp_path, **changes):
-    """A RefinerBrain with a toy refiner over a toy stage 1."""
+
+def toy_refiner_brain(tmp_path, refiner=None, **changes):
+    """A RefinerBrain with a toy refiner (or ``refiner``) over a toy
+    stage 1."""
     backbone = ToyBackbone()
     stage1 = SimpleNamespace(
         score_model=ScoreModel(backbone, SDE).eval(),
@@ -413,11 +417,12 @@ def toy_refiner_brain(tmp_path, **changes):
         "decoder_fit_batches": 1,
         "forward_share": 0.5,
         "relative_loss": False,
+        "level_crops": 4,
         "train_logger": FileTrainLogger(tmp_path / "log.txt"),
         **changes,
     }
     brain = RefinerBrain(
-        {"refiner": ToyRefiner()},
+        {"refiner": ToyRefiner() if refiner is None else refiner},
         lambda params: torch.optim.SGD(params, lr=0.1),
         hparams,
         run_opts={"device": "cpu", "noprogressbar": True},
@@ -475,7 +480,8 @@ def test_refiner_training_mixes_in_the_elbo_decoder_input(tmp_path, share):
     x_hat = torch.zeros_like(x0)
     mask = torch.ones(3, 1, 1, 8)
     torch.manual_seed(5)
-    mixed = brain._mix_decoder_inputs(x_hat, y, x0, mask)
+    mixed, kinds = brain._mix_decoder_inputs(x_hat, y, x0, mask)
+    assert kinds.tolist() == [int(share)] * 3
     if share == 0.0:
         assert torch.equal(mixed, x_hat)
         return
@@ -497,12 +503,12 @@ def test_refiner_validation_logs_the_decoder_gain(tmp_path):
     x0 = torch.randn(2, 1, 8, 8, dtype=torch.complex64, generator=g)
     y = x0 + 0.3 * torch.randn(2, 1, 8, 8, dtype=torch.complex64, generator=g)
     mask = torch.ones(2, 1, 1, 8)
-    brain._record_decoder_error(brain.ema_net, y, x0, mask)
+    brain._record_decoder_error(y, x0, mask)
     assert brain.valid_stats(0.0)["decoder_gain_db"] < 0.0
     brain.on_stage_start(sb.Stage.VALID)
     with torch.no_grad():
         brain.ema_net.gain.fill_(1.0)
-    brain._record_decoder_error(brain.ema_net, y, x0, mask)
+    brain._record_decoder_error(y, x0, mask)
     assert brain.valid_stats(0.0)["decoder_gain_db"] == pytest.approx(0.0)
 
 
@@ -657,3 +663,48 @@ def test_init_refiner_warm_starts_from_a_two_stage_folder(tiny_models, lobe):
         init_refiner(
             {"refiner": fresh, "refiner_init_folder": str(two_stage.parent)}
         )
+
+
+def test_conditional_refiner_is_trained_at_measured_input_levels(
+    tmp_path, toy_stage1, lobe
+):
+    # docs/method.md section 7: the refiner is told the error level of its
+    # input, measured on the training crops for each kind of input
+    manifest, _ = write_manifest(tmp_path, [3000, 5000, 4000])
+    cache = Stage1Cache(tmp_path / "cache")
+    generate_stage1_cache(cache, "valid", manifest, toy_stage1, progress=False)
+    # the validation layout: centred crops, the same at every access
+    train = make_refiner_datasets(
+        {"valid": manifest}, cache, toy_stage1.transform, crop_frames=16
+    )["valid"]
+    refiner = lobe("refiner_tiny", "refiner")
+    conditional = type(refiner)(**{**refiner.config, "conditional": True})
+    brain, _ = toy_refiner_brain(
+        tmp_path,
+        refiner=conditional,
+        forward_share=0.5,
+        relative_loss=True,
+        level_crops=2,
+    )
+    levels = brain.measure_input_levels(train)
+    # by hand: the sampler outputs' RMS error over the first two crops
+    errors, bins = 0.0, 0.0
+    for index in range(2):
+        item = train[index]
+        mask = item["frame_mask"]
+        diff = (item["xhat_spec"] - item["clean_spec"]) * mask
+        errors += diff.pow(2).sum().item()
+        bins += mask.sum().item() * item["clean_spec"].shape[1]
+    assert levels["sample"] == pytest.approx(math.sqrt(errors / bins))
+    assert 0 < levels["decoder"] < levels["sample"]
+    before = conditional.backbone.output_layer.weight.clone()
+    brain.fit(
+        range(1),
+        train,
+        train_loader_kwargs={"batch_size": 2},
+        progressbar=False,
+    )
+    for net in (conditional, brain.ema_net):
+        assert net.sample_level.item() == pytest.approx(levels["sample"])
+        assert net.decoder_level.item() == pytest.approx(levels["decoder"])
+    assert not torch.equal(conditional.backbone.output_layer.weight, before)

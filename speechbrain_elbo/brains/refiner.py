@@ -10,6 +10,7 @@ ELBO terms (docs/method.md, section 4) of stage 1 alone and with the refiner
 as decoder. Its export holds both stages.
 """
 
+import itertools
 import math
 
 import speechbrain as sb
@@ -23,7 +24,7 @@ from speechbrain.utils.logger import get_logger
 from speechbrain_elbo.brains.base import EnhancementBrain
 from speechbrain_elbo.elbo import (
     decoder_input,
-    fit_decoder_variance,
+    fit_decoder_variances,
     negative_elbo,
 )
 from speechbrain_elbo.fileio import write_csv_atomic
@@ -32,6 +33,7 @@ from speechbrain_elbo.metrics import EnhancementMetrics, gather_objects
 from speechbrain_elbo.pipeline import (
     enhance_waveforms,
     frame_multiple_of,
+    unwrap_module,
     utterance_seed,
 )
 from speechbrain_elbo.spectral import frame_mask, peak_normalize
@@ -71,8 +73,10 @@ class RefinerBrain(EnhancementBrain):
     ``elbo_reconstruction_samples``, ``elbo_utterances``,
     ``decoder_fit_batches``, ``forward_share`` (the share of training
     inputs that are decoder inputs of the ELBO rather than cached sampler
-    outputs, docs/method.md §7) and ``relative_loss`` (judge each example
-    by the share of its input's error it removes).
+    outputs, docs/method.md §7), ``relative_loss`` (judge each kind of
+    input by the share of its error the refiner removes) and
+    ``level_crops`` (training crops on which the input levels of a
+    conditional refiner are measured).
 
     Arguments
     ---------
@@ -106,6 +110,7 @@ class RefinerBrain(EnhancementBrain):
         "decoder_fit_batches",
         "forward_share",
         "relative_loss",
+        "level_crops",
     )
 
     def __init__(self, *args, stage1=None, **kwargs):
@@ -151,25 +156,83 @@ class RefinerBrain(EnhancementBrain):
         ``forward_share``, the decoder input of the ELBO instead of the
         cached sampler output: the Tweedie estimate of a forward-process
         state at t_eps (:func:`speechbrain_elbo.elbo.decoder_input`), so
-        that the refiner learns both of its jobs (docs/method.md §7). In
-        validation, the refiner is also applied to such inputs and the
-        error it leaves is compared with the Tweedie estimate's
+        that the refiner learns both of its jobs (docs/method.md §7); a
+        conditional refiner is told each input's level. In validation, the
+        refiner is also applied as the decoder to such inputs and the error
+        it leaves is compared with the Tweedie estimate's
         (``decoder_gain_db`` in the log).
         """
         x_hat, y, x0, mask = self._spectrograms(batch)
         net = self.net if stage == sb.Stage.TRAIN else self.ema_net
+        kinds = None
         if stage == sb.Stage.TRAIN:
-            x_hat = self._mix_decoder_inputs(x_hat, y, x0, mask)
-        elif stage == sb.Stage.VALID:
-            self._record_decoder_error(net, y, x0, mask)
-        refined = net(x_hat, y)
+            x_hat, kinds = self._mix_decoder_inputs(x_hat, y, x0, mask)
+            refined = net(x_hat, y, *self._levels(kinds))
+        else:
+            if stage == sb.Stage.VALID:
+                self._record_decoder_error(y, x0, mask)
+            refined = net(x_hat, y)
         return {
             "refined": refined,
             "x_hat": x_hat,
             "y": y,
             "x0": x0,
             "mask": mask,
+            "kinds": kinds,
         }
+
+    def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
+        """``speechbrain.Brain.fit``; a conditional refiner first gets its
+        input levels, measured on the first ``level_crops`` training crops
+        (:meth:`measure_input_levels`)."""
+        refiner = unwrap_module(self.net)
+        if getattr(refiner, "conditional", False):
+            levels = self.measure_input_levels(train_set)
+            for net in (refiner, self.ema_net):
+                net.set_levels(**levels)
+            logger.info(f"Refiner input levels (RMS error per bin): {levels}")
+        return super().fit(epoch_counter, train_set, valid_set, **kwargs)
+
+    @torch.no_grad()
+    def measure_input_levels(self, dataset):
+        """RMS error per complex bin of each kind of refiner input.
+
+        ``sample``: the cached sampler outputs; ``decoder``: the ELBO
+        decoder's input (the Tweedie estimate at t_eps of a forward draw,
+        seeded with ``seed``), over the first ``level_crops`` crops of
+        ``dataset`` (a Dataset or a DataLoader) with their frame masks.
+        """
+        if not isinstance(dataset, torch.utils.data.DataLoader):
+            dataset = sb.dataio.dataloader.make_dataloader(
+                dataset, batch_size=1
+            )
+        generator = torch.Generator(device=self.device).manual_seed(
+            int(self.hparams.seed)
+        )
+        sums = {"sample": 0.0, "decoder": 0.0}
+        bins = 0.0
+        for batch in itertools.islice(dataset, int(self.hparams.level_crops)):
+            x_hat, y, x0, mask = self._spectrograms(batch)
+            x0_hat = self._decoder_inputs(y, x0, mask, generator)
+            for name, estimate in (("sample", x_hat), ("decoder", x0_hat)):
+                error = ((estimate - x0) * mask).abs().pow(2).sum()
+                sums[name] += error.item()
+            bins += mask.sum().item() * x0.shape[1] * x0.shape[2]
+        if bins == 0:
+            raise ValueError(
+                "measure_input_levels: the training set has no crops."
+            )
+        return {name: math.sqrt(value / bins) for name, value in sums.items()}
+
+    def _levels(self, kinds):
+        """The level argument of a conditional refiner (else nothing)."""
+        refiner = unwrap_module(self.net)
+        if not getattr(refiner, "conditional", False):
+            return ()
+        levels = torch.where(
+            kinds.bool(), refiner.decoder_level, refiner.sample_level
+        )
+        return (levels,)
 
     def _decoder_inputs(self, y, x0, mask, generator=None):
         stage1 = self.stage1
@@ -177,21 +240,23 @@ class RefinerBrain(EnhancementBrain):
         return x0_hat.to(torch.complex64) * mask
 
     def _mix_decoder_inputs(self, x_hat, y, x0, mask):
-        """Replace a ``forward_share`` of the inputs by decoder inputs."""
+        """Replace a ``forward_share`` of the inputs by decoder inputs;
+        returns the inputs and their kinds (1: decoder input)."""
         share = float(self.hparams.forward_share)
         chosen = torch.rand(x_hat.shape[0], device=x_hat.device) < share
+        kinds = chosen.long()
         if not bool(chosen.any()):
-            return x_hat
+            return x_hat, kinds
         mixed = x_hat.clone()
         mixed[chosen] = self._decoder_inputs(
             y[chosen], x0[chosen], mask[chosen]
         ).to(x_hat.dtype)
-        return mixed
+        return mixed, kinds
 
-    def _record_decoder_error(self, net, y, x0, mask):
+    def _record_decoder_error(self, y, x0, mask):
         """Squared errors of the Tweedie estimate and of its refinement."""
         x0_hat = self._decoder_inputs(y, x0, mask, self.eval_generator)
-        refined = net(x0_hat, y).to(torch.complex64) * mask
+        refined = self._decoder(x0_hat, y) * mask
         for name, estimate in (("tweedie", x0_hat), ("refined", refined)):
             error = (estimate - x0).abs().pow(2).sum().item()
             self.decoder_errors[name] += error
@@ -204,6 +269,7 @@ class RefinerBrain(EnhancementBrain):
             predictions["x0"],
             predictions["mask"],
             reference=predictions["x_hat"],
+            groups=predictions["kinds"],
         )
 
     def score_valid_batch(self, batch, predictions, count):
@@ -282,52 +348,38 @@ class RefinerBrain(EnhancementBrain):
 
     @torch.no_grad()
     def fit_decoder_variances(self, dataset):
-        """Maximum-likelihood decoder variances on held-out crops.
+        """Maximum-likelihood decoder variances on held-out crops
+        (:func:`speechbrain_elbo.elbo.fit_decoder_variances`, as the demo
+        report fits them).
 
         Returns
         -------
         dict
             ``{"stage1": v1, "stage1+2": v2, "source": str}``; v is the mean
             |x0 - m|^2 per complex bin with m the Tweedie estimate at t_eps
-            (stage 1) or the refiner applied to it (stage 1+2).
+            (stage 1) or the refiner applied to it as the decoder (stage
+            1+2).
         """
         sde = self.stage1.sde
         t_eps = torch.tensor(sde.t_eps)
         default = (sde.variance(t_eps) / sde.decay(t_eps) ** 2).item()
-        if dataset is None:
+        fitted = {"crops": 0}
+        if dataset is not None:
+            loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=1)
+            limit = int(self.hparams.decoder_fit_batches)
+            crops = (
+                self._spectrograms(batch)[1:]
+                for batch in itertools.islice(loader, limit)
+            )
+            fitted = fit_decoder_variances(
+                self.stage1.score_model,
+                sde,
+                ((x0, y, mask) for y, x0, mask in crops),
+                {"stage1": None, "stage1+2": self._decoder},
+                seed=int(self.hparams.seed),
+            )
+        if not fitted.pop("crops"):
             return {"stage1": default, "stage1+2": default, "source": "default"}
-        loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=1)
-        generator = torch.Generator(device=self.device).manual_seed(
-            int(self.hparams.seed)
-        )
-        sums = {"stage1": 0.0, "stage1+2": 0.0}
-        bins = 0.0
-        limit = int(self.hparams.decoder_fit_batches)
-        for index, batch in enumerate(loader):
-            if index >= limit:
-                break
-            _, y, x0, mask = self._spectrograms(batch)
-            count = float(mask.sum()) * x0.shape[1] * x0.shape[2]
-            for name, decoder in (
-                ("stage1", None),
-                ("stage1+2", self._decoder),
-            ):
-                state = generator.get_state()
-                variance = fit_decoder_variance(
-                    self.stage1.score_model,
-                    sde,
-                    x0,
-                    y,
-                    decoder=decoder,
-                    generator=generator,
-                    mask=mask,
-                )
-                generator.set_state(state)
-                sums[name] += variance * count
-            bins += count
-        if bins == 0:
-            return {"stage1": default, "stage1+2": default, "source": "default"}
-        fitted = {name: value / bins for name, value in sums.items()}
         fitted["source"] = (
             f"fitted on {min(limit, len(dataset))} validation crops"
         )
@@ -335,7 +387,8 @@ class RefinerBrain(EnhancementBrain):
         return fitted
 
     def _decoder(self, x0_hat, y):
-        return self.ema_net(x0_hat, y).to(torch.complex64)
+        """The EMA refiner as the decoder of the ELBO."""
+        return self.ema_net.decode(x0_hat, y).to(torch.complex64)
 
     def _test_batch(self, batch):
         """Stage 1 and stage 1+2 of one sample, as the exported model does."""

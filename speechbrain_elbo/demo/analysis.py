@@ -24,7 +24,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from speechbrain_elbo.elbo import fit_decoder_variance, negative_elbo
+from speechbrain_elbo.elbo import fit_decoder_variances, negative_elbo
 from speechbrain_elbo.ioc import ioc_curve
 from speechbrain_elbo.pipeline import frame_multiple_of
 from speechbrain_elbo.spectral import pad_frames, peak_normalize
@@ -93,41 +93,34 @@ def _spectrograms(enhancer, pairs, crop_frames_count):
 
 
 def _decoders(enhancer):
-    """Decoder of each system: None (Tweedie) and the refiner applied to it."""
+    """Decoder of each system: None (Tweedie) and the refiner applied to it
+    as the decoder of the ELBO (``refiner.decode``, docs/method.md §7)."""
     decoders = {"stage1": None}
     if enhancer.has_refiner:
 
         def refine(x0_hat, y):
-            return enhancer.refiner(x0_hat, y).to(torch.complex64)
+            return enhancer.refiner.decode(x0_hat, y).to(torch.complex64)
 
         decoders["stage1+2"] = refine
     return decoders
 
 
 def _decoder_variances(enhancer, decoders, fit_pairs, crop_frames_count, seed):
-    """Maximum-likelihood variance of each decoder on the held-out crops."""
+    """Maximum-likelihood variance of each decoder on the held-out crops
+    (:func:`speechbrain_elbo.elbo.fit_decoder_variances`, as the recipes'
+    test fits them)."""
     sde = enhancer.sde
-    sums = dict.fromkeys(decoders, 0.0)
-    bins = 0.0
-    for noisy, clean in fit_pairs:
-        x0, y, mask = _spectrograms(
-            enhancer, [(noisy, clean)], crop_frames_count
-        )
-        count = float(mask.sum()) * x0.shape[2]
-        for name, decoder in decoders.items():
-            generator = torch.Generator(device=enhancer.device).manual_seed(
-                seed
-            )
-            sums[name] += count * fit_decoder_variance(
-                enhancer.score_model, sde, x0, y, decoder, generator, mask
-            )
-        bins += count
-    if bins:
-        variances = {name: sums[name] / bins for name in decoders}
-        variances["source"] = (
+    crops = (
+        _spectrograms(enhancer, [pair], crop_frames_count) for pair in fit_pairs
+    )
+    fitted = fit_decoder_variances(
+        enhancer.score_model, sde, crops, decoders, seed
+    )
+    if fitted.pop("crops"):
+        fitted["source"] = (
             f"fitted by maximum likelihood on {len(fit_pairs)} held-out crops"
         )
-        return variances
+        return fitted
     t_eps = torch.tensor(sde.t_eps)
     default = (sde.variance(t_eps) / sde.decay(t_eps) ** 2).item()
     variances = dict.fromkeys(decoders, default)
