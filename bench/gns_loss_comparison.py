@@ -14,7 +14,23 @@ with the same seeds:
    decoded to a waveform, SI-SDR against the clean one, with the same
    formula at score 0 (x_t alone) as reference;
 3. sampled enhancement with a few samplers: PESQ-WB, ESTOI, SI-SDR, with the
-   noisy input as reference row.
+   noisy input as reference row;
+4. the Importance of Condition curve IoC(t) (``speechbrain_elbo.ioc``) on a
+   grid of diffusion times, with where it reaches 0.25 and 0.5 and its mean
+   over t, and a figure with, for each loss, the curves of its GNS
+   variants.
+
+With ``--seeds S1,S2,S3`` every variant is trained and evaluated once per
+seed (each seed gives its own init, batches and random streams, shared by
+all variants), and the tables add the mean and standard deviation over
+seeds and the paired difference of each loss against ``sigma2`` (same GNS,
+same seed).
+
+Each trained model's weights (the evaluated EMA) are saved under
+``<out>/models`` (or ``--models``) with the settings that made them, and its
+evaluation beside them: a run that finds a model trained with the same
+settings reuses it (an interrupted run resumes; a run with more variants
+trains only the new ones).
 
 Training is a plain loop: Adam, gradient-norm clipping, an EMA of the
 weights (``--ema-decay``, 0 for none) whose weights are the ones evaluated.
@@ -22,8 +38,9 @@ Data come from the library: ``prepare_voicebank`` writes the manifests into
 ``<out>/prepared``, ``make_datasets`` reads random training crops and centred
 validation crops (or whole utterances with ``--valid-frames 0``).
 
-Writes ``<out>/gns_loss_comparison.json`` and ``.md`` (atomically, after
-each variant, so a long run shows what it has) and prints the tables.
+Writes ``<out>/gns_loss_comparison.json`` and ``.md`` and the IoC figure
+``<out>/ioc_by_gns.png`` (atomically, after each variant, so a long run shows
+what it has) and prints the tables.
 Usage (from the repository root; see docs/gns_loss_comparison.md)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/gns_loss_comparison.py \\
@@ -37,6 +54,7 @@ import os
 import pathlib
 import platform
 import shlex
+import statistics
 import sys
 import time
 
@@ -46,7 +64,14 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_elbo.brains import make_ema
 from speechbrain_elbo.dataio import make_datasets
 from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
+from speechbrain_elbo.demo import figures
 from speechbrain_elbo.elbo import negative_elbo
+from speechbrain_elbo.fileio import (
+    atomic_path,
+    write_json_atomic,
+    write_text_atomic,
+)
+from speechbrain_elbo.ioc import ioc_curve
 from speechbrain_elbo.losses import LOSSES, build_score_loss
 from speechbrain_elbo.metrics import estoi, nan_mean, pesq_wb, si_sdr
 from speechbrain_elbo.pipeline import (
@@ -74,7 +99,10 @@ DEFAULT_VARIANTS = (
 )
 NAME = "gns_loss_comparison"
 # utterance_seed "sample" slots: one independent stream per evaluation
-ELBO_STREAM, TWEEDIE_STREAM, SAMPLER_STREAM = 1, 2, 3
+ELBO_STREAM, TWEEDIE_STREAM, SAMPLER_STREAM, IOC_STREAM = 1, 2, 3, 4
+ELBO_KEYS = ("total", "prior", "diffusion", "reconstruction")
+BASELINE_LOSS = "sigma2"
+IOC_LEVELS = (0.25, 0.5)
 
 
 # ---------------------------------------------------------------------------
@@ -123,6 +151,33 @@ def parse_times(text):
     return times
 
 
+def parse_seeds(text):
+    """``"1234,1235"`` -> [1234, 1235], distinct."""
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Bad seeds {text!r}: write integers separated by commas."
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"Repeated seed in {text!r}.")
+    return seeds
+
+
+def parse_ioc_times(text):
+    """``"10"``: 10 times evenly spaced on [t_eps, 1]; ``"0.1,0.5"``: those
+    times; ``"0"``: no IoC. Returns an int (a count) or a list of floats."""
+    text = text.strip()
+    if text.isdigit():
+        count = int(text)
+        if count == 1:
+            raise argparse.ArgumentTypeError(
+                "--ioc-times: a count must be 0 (no IoC) or >= 2."
+            )
+        return count
+    return parse_times(text)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -136,7 +191,14 @@ def build_parser():
     add("--crop-frames", type=int, default=128, help="training crop")
     add("--clip", type=float, default=1.0, help="grad-norm clip, 0: none")
     add("--ema-decay", type=float, default=0.99, help="0: no EMA")
-    add("--seed", type=int, default=1234)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=1234, help="one seed")
+    seeds.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        help="several seeds S1,S2,...: every variant once per seed",
+    )
+    add("--models", help="saved models and evaluations; <out>/models")
     add("--valid-items", type=int, default=16)
     add(
         "--valid-frames",
@@ -148,6 +210,14 @@ def build_parser():
     add("--elbo-reconstruction-samples", type=int, default=2)
     add("--tweedie-times", type=parse_times, default="0.1,0.5,1.0")
     add("--samplers", type=parse_samplers, default="euler:3,euler:8,pc:10")
+    add(
+        "--ioc-times",
+        type=parse_ioc_times,
+        default="8",
+        help="IoC times: a count (evenly spaced on [t_eps, 1]), a list, "
+        "or 0 for none",
+    )
+    add("--ioc-probes", type=int, default=1, help="Hutchinson probes")
     add("--threads", type=int, default=1, help="torch threads")
     add("--device", default="cpu")
     return parser
@@ -166,6 +236,8 @@ def check_args(args):
     draws = args.elbo_diffusion_samples
     if draws < 2 or draws % 2:
         raise SystemExit("--elbo-diffusion-samples must be even and >= 2.")
+    if args.ioc_probes < 1:
+        raise SystemExit("--ioc-probes must be >= 1.")
     if args.elbo_reconstruction_samples < 1:
         raise SystemExit("--elbo-reconstruction-samples must be >= 1.")
     known = sorted(
@@ -207,12 +279,6 @@ def machine(device):
         if load is None
         else [round(v, 2) for v in load],
     }
-
-
-def write_atomic(path, text):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def fmt(value, digits=3):
@@ -490,6 +556,97 @@ def evaluate(model, sde, transform, items, args, device):
     return records
 
 
+def ioc_times(args, sde):
+    """The IoC grid of ``--ioc-times`` for this SDE (a count spans
+    [t_eps, 1])."""
+    if isinstance(args.ioc_times, int):
+        if args.ioc_times == 0:
+            return []
+        grid = torch.linspace(float(sde.t_eps), 1.0, args.ioc_times)
+        return [round(t, 4) for t in grid.tolist()]
+    return list(args.ioc_times)
+
+
+@torch.inference_mode()
+def ioc_by_item(model, sde, transform, items, args):
+    """IoC(t) of every item (``ioc_curve`` on one item at a time)."""
+    times = torch.tensor(ioc_times(args, sde))
+    per_item = {}
+    for uid, noisy, clean in items:
+        device = next(model.parameters()).device
+        noisy, clean = noisy[None].to(device), clean[None].to(device)
+        x0, y, mask, _, _ = padded_spectrograms(model, transform, noisy, clean)
+        curve = ioc_curve(
+            model,
+            sde,
+            x0,
+            y,
+            times.to(device),
+            probes=args.ioc_probes,
+            generator=generator_for(device, args, uid, IOC_STREAM),
+            mask=mask,
+        )
+        per_item[uid] = curve["ioc"].tolist()
+    return {
+        "t": times.tolist(),
+        "sigma": sde.std(times.float()).tolist(),
+        "per_item": per_item,
+    }
+
+
+def crossing(xs, values, level, log=False):
+    """Smallest x at which the piecewise-linear curve reaches ``level``
+    (interpolated, in log x if ``log``); None if it never does."""
+    points = list(zip(xs, values, strict=True))
+    if points and points[0][1] >= level:
+        return points[0][0]
+    for (x0, v0), (x1, v1) in zip(points, points[1:], strict=False):
+        if v0 < level <= v1:
+            share = (level - v0) / (v1 - v0)
+            if log:
+                return math.exp(
+                    math.log(x0) + share * (math.log(x1) - math.log(x0))
+                )
+            return x0 + share * (x1 - x0)
+    return None
+
+
+def curve_stats(t, sigma, values):
+    """Where IoC first reaches each of ``IOC_LEVELS`` (in t and sigma_t)
+    and its mean over t on the grid (trapezoid area / span)."""
+    area = sum(
+        (t1 - t0) * (v0 + v1) / 2
+        for t0, t1, v0, v1 in zip(t, t[1:], values, values[1:], strict=False)
+    )
+    span = t[-1] - t[0]
+    stats = {}
+    for level in IOC_LEVELS:
+        stats[f"t_at_{level:g}"] = crossing(t, values, level)
+        stats[f"sigma_at_{level:g}"] = crossing(sigma, values, level, True)
+    stats["mean_over_t"] = area / span if span > 0 else values[0]
+    return stats
+
+
+def stat_keys():
+    keys = [f"{x}_at_{level:g}" for level in IOC_LEVELS for x in ("t", "sigma")]
+    return keys + ["mean_over_t"]
+
+
+def ioc_summary(ioc):
+    """Mean and standard deviation over items of one model's IoC."""
+    curves = list(ioc["per_item"].values())
+    columns = list(zip(*curves, strict=True))
+    mean = [statistics.fmean(c) for c in columns]
+    std = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
+    return {
+        "t": ioc["t"],
+        "sigma": ioc["sigma"],
+        "ioc": mean,
+        "ioc_std_items": std,
+        **curve_stats(ioc["t"], ioc["sigma"], mean),
+    }
+
+
 def summarise(records):
     """Means over utterances (NaN-aware); ELBO stderr of the mean."""
     count = len(records)
@@ -540,23 +697,41 @@ def settings_lines(result):
         f"command: `{result['command']}`",
         f"training: model `{s['config']}`, {s['steps']} Adam steps, lr "
         f"{s['lr']}, batch {s['batch_size']} x {s['crop_frames']} frames, "
-        f"clip {s['clip']}, {ema} (evaluated), seed {s['seed']}",
+        f"clip {s['clip']}, {ema} (evaluated), "
+        f"seed{'s' if len(s['seeds']) > 1 else ''} "
+        f"{', '.join(map(str, s['seeds']))}",
         f"validation: {len(result['items'])} utterances of speakers "
         f"{', '.join(VALID_SPEAKERS)} ({valid}); -ELBO with "
         f"{s['elbo_diffusion_samples']} stratified diffusion draws and "
-        f"{s['elbo_reconstruction_samples']} reconstruction draws",
+        f"{s['elbo_reconstruction_samples']} reconstruction draws; IoC "
+        f"with {s['ioc_probes']} Hutchinson probes, times "
+        f"{ioc_grid_text(s['ioc_times'])}",
     ]
+
+
+def ioc_grid_text(times):
+    if isinstance(times, int):
+        return "none" if times == 0 else f"{times} evenly on [t_eps, 1]"
+    return ", ".join(f"{t:g}" for t in times)
+
+
+def label(variant, result):
+    """The variant's name, with its seed when the run has several."""
+    if len(result["settings"]["seeds"]) > 1:
+        return f"{variant['name']} (seed {variant['seed']})"
+    return variant["name"]
 
 
 def training_table(result):
     rows = [
         [
-            v["name"],
+            label(v, result),
             f"{v['gns']['sigma_min']:g} / {v['gns']['sigma_max']:g}",
             fmt(v["gns"]["prior_coefficient"]),
             fmt(v["gns"]["sigma_t_eps"], 4),
             v["loss"],
-            f"{v['training']['seconds']:.0f}",
+            f"{v['training']['seconds']:.0f}"
+            + (" (saved)" if v["reused_model"] else ""),
             f"{v['training']['seconds_per_step']:.2f}",
             fmt(v["training"]["final_loss"], 4),
             v["training"]["skipped_steps"],
@@ -581,7 +756,7 @@ def training_table(result):
 
 def elbo_table(result):
     rows = [
-        [v["name"]]
+        [label(v, result)]
         + [
             fmt(v["summary"]["elbo"][key], 4)
             for key in ("total", "prior", "diffusion", "reconstruction")
@@ -602,10 +777,10 @@ def tweedie_table(result):
     references = {}
     for v in variants:
         references.setdefault(v["gns_preset"], v)
-        rows.append([v["name"]] + tweedie_cells(v, "model", times))
+        rows.append([label(v, result)] + tweedie_cells(v, "model", times))
     for gns_name, v in references.items():
-        label = f"score = 0, GNS {gns_name}"
-        rows.append([label] + tweedie_cells(v, "zero_score", times))
+        reference = f"score = 0, GNS {gns_name}"
+        rows.append([reference] + tweedie_cells(v, "zero_score", times))
     header = ["variant"] + [f"t = {t}: SI-SDR dB (sigma_t)" for t in times]
     return markdown(header, rows)
 
@@ -631,11 +806,244 @@ def sampled_table(result):
         for v in result["variants"]:
             score = v["summary"]["sampled"][name]
             rows.append(
-                [v["name"], name, f"{score['nfe']:.0f}"]
+                [label(v, result), name, f"{score['nfe']:.0f}"]
                 + [fmt(score[k], 2) for k in ("pesq", "estoi", "si_sdr")]
             )
     header = ["variant", "sampler", "NFE", "PESQ-WB", "ESTOI", "SI-SDR dB"]
     return markdown(header, rows)
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (None for fewer than 2)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None}
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std}
+
+
+def aggregate(variants):
+    """Per variant over seeds: -ELBO terms and IoC; paired differences.
+
+    ``paired`` compares each variant with the ``sigma2`` variant of the
+    same GNS on the seeds both have: per seed, the difference of each
+    -ELBO term (variant minus baseline), its mean and standard deviation.
+    """
+    by_name = {}
+    for v in variants:
+        by_name.setdefault(v["name"], {})[v["seed"]] = v
+    per_variant = {}
+    for name, runs in by_name.items():
+        seeds = sorted(runs)
+        elbo = {}
+        for key in ELBO_KEYS:
+            values = [runs[s]["summary"]["elbo"][key] for s in seeds]
+            elbo[key] = {"per_seed": values, **mean_std(values)}
+        per_variant[name] = {
+            "seeds": seeds,
+            "gns_preset": runs[seeds[0]]["gns_preset"],
+            "loss": runs[seeds[0]]["loss"],
+            "elbo": elbo,
+            "ioc": ioc_over_seeds([runs[s]["ioc_summary"] for s in seeds]),
+        }
+    paired = []
+    for name, entry in per_variant.items():
+        base = f"{entry['gns_preset']}:{BASELINE_LOSS}"
+        if entry["loss"] == BASELINE_LOSS or base not in by_name:
+            continue
+        seeds = [s for s in entry["seeds"] if s in by_name[base]]
+        if not seeds:
+            continue
+        diffs = {}
+        for key in ELBO_KEYS:
+            values = [
+                by_name[name][s]["summary"]["elbo"][key]
+                - by_name[base][s]["summary"]["elbo"][key]
+                for s in seeds
+            ]
+            diffs[key] = {"per_seed": values, **mean_std(values)}
+        paired.append(
+            {
+                "variant": name,
+                "baseline": base,
+                "seeds": seeds,
+                "difference": diffs,
+                "negative_in_every_seed": all(
+                    d < 0 for d in diffs["total"]["per_seed"]
+                ),
+            }
+        )
+    return {"variants": per_variant, "paired": paired}
+
+
+def ioc_over_seeds(summaries):
+    """Seed-mean IoC curve, its spread over seeds (over items for one
+    seed), and the level crossings and mean IoC per seed with their
+    spread."""
+    if not summaries or any(s is None for s in summaries):
+        return None
+    first = summaries[0]
+    columns = list(zip(*(s["ioc"] for s in summaries), strict=True))
+    mean = [statistics.fmean(c) for c in columns]
+    if len(summaries) > 1:
+        spread, spread_over = [statistics.stdev(c) for c in columns], "seeds"
+    else:
+        spread, spread_over = first["ioc_std_items"], "items"
+    return {
+        "t": first["t"],
+        "sigma": first["sigma"],
+        "ioc": mean,
+        "ioc_spread": spread,
+        "spread_over": spread_over,
+        "levels": list(IOC_LEVELS),
+        "of_mean_curve": curve_stats(first["t"], first["sigma"], mean),
+        "per_seed": {
+            key: {
+                "values": [s[key] for s in summaries],
+                **mean_std([s[key] for s in summaries]),
+            }
+            for key in stat_keys()
+        },
+    }
+
+
+def pm(stats, digits=4):
+    """``mean ± std`` (just the mean for one seed)."""
+    text = fmt(stats["mean"], digits)
+    if stats["std"] is not None:
+        text += f" ± {fmt(stats['std'], digits)}"
+    return text
+
+
+def elbo_seeds_table(result):
+    rows = []
+    for name, entry in result["aggregate"]["variants"].items():
+        elbo = entry["elbo"]
+        rows.append(
+            [name, ", ".join(map(str, entry["seeds"]))]
+            + [", ".join(fmt(v, 4) for v in elbo["total"]["per_seed"])]
+            + [pm(elbo[key]) for key in ELBO_KEYS]
+        )
+    header = ["variant", "seeds", "-ELBO per seed", "-ELBO mean ± std"]
+    header += ["prior", "diffusion", "reconstruction"]
+    return markdown(header, rows)
+
+
+def paired_table(result):
+    rows = []
+    for pair in result["aggregate"]["paired"]:
+        diff = pair["difference"]
+        rows.append(
+            [
+                f"{pair['variant']} - {pair['baseline']}",
+                ", ".join(map(str, pair["seeds"])),
+                ", ".join(fmt(v, 4) for v in diff["total"]["per_seed"]),
+                pm(diff["total"]),
+                "yes" if pair["negative_in_every_seed"] else "no",
+            ]
+            + [pm(diff[key]) for key in ("diffusion", "reconstruction")]
+        )
+    header = ["difference of -ELBO", "seeds", "per seed", "mean ± std"]
+    header += ["negative in every seed", "diffusion", "reconstruction"]
+    return markdown(header, rows)
+
+
+def ioc_entries(result):
+    return {
+        name: entry["ioc"]
+        for name, entry in result["aggregate"]["variants"].items()
+        if entry["ioc"] is not None
+    }
+
+
+def ioc_curve_table(result):
+    entries = ioc_entries(result)
+    if not entries:
+        return "No IoC (--ioc-times 0)."
+    grid = next(iter(entries.values()))["t"]
+    header = ["variant", "spread over"] + [f"t = {t:g}" for t in grid]
+    rows = []
+    for name, ioc in entries.items():
+        cells = []
+        for t, sigma, value, spread in zip(
+            ioc["t"], ioc["sigma"], ioc["ioc"], ioc["ioc_spread"], strict=True
+        ):
+            where = "" if t in grid else f"t={t:g}, "
+            cells.append(f"{fmt(value)} ± {fmt(spread)} ({where}σ {sigma:.3f})")
+        rows.append([name, ioc["spread_over"]] + cells)
+    return markdown(header, rows)
+
+
+def ioc_stats_table(result):
+    """Per variant: where IoC reaches each level, mean IoC over t; for
+    each, mean ± std over seeds of the per-seed curves."""
+    rows = []
+    for name, ioc in ioc_entries(result).items():
+        seeds = ioc["per_seed"]
+        rows.append(
+            [name, len(seeds["mean_over_t"]["values"])]
+            + [
+                pm(seeds[key], 4 if key.startswith("sigma") else 3)
+                for key in stat_keys()
+            ]
+        )
+    header = ["variant", "seeds"]
+    for level in IOC_LEVELS:
+        header += [f"t at IoC = {level:g}", f"sigma_t at IoC = {level:g}"]
+    return markdown(header + ["mean IoC over t"], rows)
+
+
+def plot_ioc_by_gns(result, out):
+    """``<out>/ioc_by_gns.png``: one row per loss, IoC against t and
+    against sigma_t, one curve per GNS of that loss (mean over seeds;
+    band: spread over seeds, or over items for one seed). Returns the
+    paths written."""
+    entries = ioc_entries(result)
+    if not entries or not figures.have_matplotlib():
+        return []
+    variants = result["aggregate"]["variants"]
+    losses = {}
+    for name, ioc in entries.items():
+        losses.setdefault(variants[name]["loss"], {})[name] = ioc
+    plt = figures._pyplot()
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, grid = plt.subplots(
+        len(losses), 2, figsize=(10, 3.6 * len(losses)), squeeze=False
+    )
+    for axes, (loss, curves) in zip(grid, losses.items(), strict=True):
+        for name, ioc in curves.items():
+            pairs = list(zip(ioc["ioc"], ioc["ioc_spread"], strict=True))
+            low = [m - s for m, s in pairs]
+            high = [m + s for m, s in pairs]
+            seeds = len(variants[name]["seeds"])
+            text = f"{variants[name]['gns_preset']} ({seeds} seed"
+            text += f"{'s' if seeds > 1 else ''}, ± std over "
+            text += f"{ioc['spread_over']})"
+            for ax, xs in zip(axes, (ioc["t"], ioc["sigma"]), strict=True):
+                (line,) = ax.plot(xs, ioc["ioc"], "-o", ms=3, label=text)
+                ax.fill_between(
+                    xs, low, high, alpha=0.2, color=line.get_color()
+                )
+        axes[0].set_xlabel("diffusion time t")
+        axes[1].set_xlabel("sigma_t (noise standard deviation)")
+        axes[1].set_xscale("log")
+        axes[1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axes[1].xaxis.set_minor_formatter(NullFormatter())
+        axes[0].set_ylabel(f"IoC, loss {loss}")
+        for ax in axes:
+            ax.set_ylim(-0.02, 1.02)
+            for level in IOC_LEVELS:
+                ax.axhline(level, color="grey", lw=0.8, ls=":")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, title="GNS", title_fontsize=8)
+    fig.suptitle(
+        f"Importance of Condition by GNS ({len(result['items'])} "
+        "validation items)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return [str(figures._save(fig, out / "ioc_by_gns.png"))]
 
 
 def report(result):
@@ -650,27 +1058,104 @@ def report(result):
         ("One-step Tweedie estimate x0_hat(x_t, y, t)", tweedie_table),
         ("Sampled enhancement (means over utterances)", sampled_table),
     ]
+    sections += [
+        ("Negative ELBO over seeds, bits per real dimension", elbo_seeds_table),
+        (
+            f"Paired difference of -ELBO against {BASELINE_LOSS} (same GNS, "
+            "same seed; negative: the variant's bound is lower)",
+            paired_table,
+        ),
+        (
+            "Importance of Condition IoC(t): mean ± spread (sigma_t)",
+            ioc_curve_table,
+        ),
+        (
+            "Where the IoC first reaches "
+            + " and ".join(f"{level:g}" for level in IOC_LEVELS)
+            + " (interpolated; mean ± std over seeds), and its mean over t",
+            ioc_stats_table,
+        ),
+    ]
     if result["variants"]:
         for title, table in sections:
             lines += ["", f"## {title}", "", table(result)]
+        for path in result.get("figures", []):
+            lines += ["", f"IoC figure: `{pathlib.Path(path).name}`"]
     return "\n".join(lines) + "\n"
 
 
 def save(result, out):
-    write_atomic(out / f"{NAME}.json", json.dumps(result, indent=1))
-    write_atomic(out / f"{NAME}.md", report(result))
+    result["aggregate"] = aggregate(result["variants"])
+    result["figures"] = plot_ioc_by_gns(result, out)
+    write_json_atomic(out / f"{NAME}.json", result, indent=1)
+    write_text_atomic(out / f"{NAME}.md", report(result))
 
 
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
-def run_variant(gns_name, loss_name, data, args, device):
-    name = f"{gns_name}:{loss_name}"
-    print(f"\n== {name}", flush=True)
-    sde = build_sde(gns_name)
-    transform = SpectralTransform()
-    loss_fn = build_score_loss(loss_name, sde, transform=transform)
+def training_key(gns_name, loss_name, args, dataset):
+    """What makes a trained model: the saved one is reused only if equal."""
+    keys = ("config", "steps", "lr", "batch_size", "crop_frames", "clip")
+    return {
+        "gns": gns_name,
+        "loss": loss_name,
+        **{key: getattr(args, key) for key in keys},
+        "ema_decay": args.ema_decay,
+        "seed": args.seed,
+        "data": str(pathlib.Path(args.data).resolve()),
+        "train_utterances": len(dataset),
+    }
+
+
+def evaluation_key(args, items):
+    keys = (
+        "valid_frames",
+        "elbo_diffusion_samples",
+        "elbo_reconstruction_samples",
+        "tweedie_times",
+    )
+    return {
+        **{key: getattr(args, key) for key in keys},
+        "samplers": [f"{n}:{s}" for n, s in args.samplers],
+        "items": [uid for uid, _, _ in items],
+        "seed": args.seed,
+    }
+
+
+def ioc_key(args, items, sde):
+    return {
+        "times": ioc_times(args, sde),
+        "probes": args.ioc_probes,
+        "valid_frames": args.valid_frames,
+        "items": [uid for uid, _, _ in items],
+        "seed": args.seed,
+    }
+
+
+def load_json(path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def trained_model(gns_name, loss_name, sde, transform, data, args, device):
+    """The evaluated weights: saved ones of equal settings, else trained.
+
+    Returns (model, training record, whether it was reused)."""
+    stem = model_stem(gns_name, loss_name, args.seed)
+    path = args.models_dir / f"{stem}.pt"
+    key = training_key(gns_name, loss_name, args, data["train"])
     model = build_model(args.config, sde, args.seed, device)
+    if path.exists():
+        saved = torch.load(path, map_location=device, weights_only=True)
+        if saved.get("settings") == key:
+            model.load_state_dict(saved["state_dict"])
+            print(f"  reusing {path}", flush=True)
+            return model.eval(), saved["training"], True
+        print(f"  {path} has other settings: training again", flush=True)
+    loss_fn = build_score_loss(loss_name, sde, transform=transform)
     evaluated, record = train(
         model, loss_fn, transform, data["train"], args, device
     )
@@ -679,18 +1164,74 @@ def run_variant(gns_name, loss_name, data, args, device):
         f"({record['seconds_per_step']:.2f} s/step)",
         flush=True,
     )
-    start = time.perf_counter()
-    records = evaluate(evaluated, sde, transform, data["valid"], args, device)
+    saved = {
+        "settings": key,
+        "training": record,
+        "state_dict": evaluated.state_dict(),
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(saved, tmp)
+    return evaluated, record, False
+
+
+def model_stem(gns_name, loss_name, seed):
+    return f"{gns_name}-{loss_name}_seed{seed}"
+
+
+def run_variant(gns_name, loss_name, data, args, device):
+    """Train (or reuse) and evaluate one variant for ``args.seed``.
+
+    The evaluation and the IoC curve are stored beside the model with
+    their settings, and reused when the model was reused and they match.
+    """
+    name = f"{gns_name}:{loss_name}"
+    print(f"\n== {name}, seed {args.seed}", flush=True)
+    sde = build_sde(gns_name)
+    transform = SpectralTransform()
+    model, record, reused = trained_model(
+        gns_name, loss_name, sde, transform, data, args, device
+    )
+    cache_path = (
+        args.models_dir
+        / f"{model_stem(gns_name, loss_name, args.seed)}.eval.json"
+    )
+    cache = load_json(cache_path) if reused else {}
+    eval_key = evaluation_key(args, data["valid"])
+    if cache.get("evaluation_settings") == eval_key:
+        print("  reusing its evaluation", flush=True)
+    else:
+        start = time.perf_counter()
+        cache["utterances"] = evaluate(
+            model, sde, transform, data["valid"], args, device
+        )
+        cache["eval_seconds"] = time.perf_counter() - start
+        cache["evaluation_settings"] = eval_key
+        write_json_atomic(cache_path, cache, indent=1)
+    curve_key = ioc_key(args, data["valid"], sde)
+    if not curve_key["times"]:
+        cache["ioc"] = None
+    elif cache.get("ioc_settings") == curve_key:
+        print("  reusing its IoC curve", flush=True)
+    else:
+        start = time.perf_counter()
+        cache["ioc"] = ioc_by_item(model, sde, transform, data["valid"], args)
+        cache["ioc"]["seconds"] = time.perf_counter() - start
+        cache["ioc_settings"] = curve_key
+        write_json_atomic(cache_path, cache, indent=1)
     return {
         "name": name,
+        "seed": args.seed,
         "gns_preset": gns_name,
         "loss": loss_name,
         "gns": gns_description(sde),
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": record,
-        "eval_seconds": time.perf_counter() - start,
-        "summary": summarise(records),
-        "utterances": records,
+        "reused_model": reused,
+        "eval_seconds": cache["eval_seconds"],
+        "summary": summarise(cache["utterances"]),
+        "ioc": cache["ioc"],
+        "ioc_summary": cache["ioc"] and ioc_summary(cache["ioc"]),
+        "utterances": cache["utterances"],
     }
 
 
@@ -698,16 +1239,21 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     check_args(args)
+    args.seeds = args.seeds or [args.seed]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    args.models_dir = pathlib.Path(args.models or out / "models")
     command = shlex.join(["python", "bench/gns_loss_comparison.py", *argv])
     settings = {
-        k: v for k, v in vars(args).items() if k not in ("variants", "samplers")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("variants", "samplers", "seed", "models_dir")
     }
     settings["variants"] = [f"{g}:{loss}" for g, loss in args.variants]
     settings["samplers"] = [f"{n}:{s}" for n, s in args.samplers]
+    settings["models"] = str(args.models_dir)
     result = {"machine": machine(device), "command": command}
     result["settings"] = settings
     print("\n".join(settings_lines({**result, "items": []})[:2]), flush=True)
@@ -719,13 +1265,16 @@ def main(argv=None):
     result["noisy"] = noisy_reference(data["valid"])
     result["variants"] = []
     save(result, out)
-    for gns_name, loss_name in args.variants:
-        variant = run_variant(gns_name, loss_name, data, args, device)
-        result["variants"].append(variant)
-        save(result, out)
+    for seed in args.seeds:
+        seed_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        for gns_name, loss_name in args.variants:
+            variant = run_variant(gns_name, loss_name, data, seed_args, device)
+            result["variants"].append(variant)
+            save(result, out)
     print()
     print(report(result))
-    print(f"written: {out / (NAME + '.json')}, {out / (NAME + '.md')}")
+    written = [out / f"{NAME}.json", out / f"{NAME}.md", *result["figures"]]
+    print("written: " + ", ".join(map(str, written)))
     return 0
 
 
