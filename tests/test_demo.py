@@ -486,3 +486,22 @@ def test_without_apt_the_fixtures_are_used_loudly(
         (tmp_path / "out" / "report.md").read_text()
     )
     assert "apt-get: command not found" in capsys.readouterr().err
+
+
+def test_paired_elbo_difference_by_hand():
+    from types import SimpleNamespace
+
+    from speechbrain_elbo.demo.analysis import _paired_difference
+
+    def terms(value):
+        return SimpleNamespace(total=torch.tensor([value]))
+
+    first = [terms(v) for v in (-3.0, -3.5, -4.0)]
+    second = [terms(v) for v in (-3.1, -3.7, -4.1)]  # diffs -0.1 -0.2 -0.1
+    out = _paired_difference(first, second)
+    assert out["mean"] == pytest.approx(-0.4 / 3)
+    # sample std of (-0.1, -0.2, -0.1) is 0.057735; / sqrt(3)
+    assert out["stderr"] == pytest.approx(0.057735 / 3**0.5, rel=1e-4)
+    assert out["crops"] == 3 and out["lower_by_two_stderr"]
+    worse = _paired_difference(first, [terms(v) for v in (-2.0, -3.6, -4.0)])
+    assert not worse["lower_by_two_stderr"]

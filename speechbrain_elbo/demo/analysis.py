@@ -182,7 +182,10 @@ def elbo_summary(
     -------
     dict
         ``stage1`` (and ``stage1+2`` with a refiner): ``prior``,
-        ``diffusion``, ``reconstruction``, ``total``, ``stderr``;
+        ``diffusion``, ``reconstruction``, ``total``, ``stderr``; with a
+        refiner, ``difference``: the paired -ELBO difference (stage 1+2
+        minus stage 1) per crop, its ``mean``, ``stderr`` over the crops,
+        ``crops`` and ``lower_by_two_stderr``;
         ``decoder_variance`` per decoder and its ``source``; ``items``.
     """
     decoders = _decoders(enhancer)
@@ -227,7 +230,34 @@ def elbo_summary(
     for name, terms in records.items():
         if terms:
             summary[name] = _mean_terms(terms)
+    if records.get("stage1+2"):
+        summary["difference"] = _paired_difference(
+            records["stage1"], records["stage1+2"]
+        )
     return summary
+
+
+def _paired_difference(first, second):
+    """-ELBO of ``second`` minus that of ``first``, crop by crop (same
+    draws, so only the reconstruction terms differ): the mean, its standard
+    error over the crops, and whether it lies more than two standard errors
+    below zero."""
+    diffs = [
+        float(b.total[0]) - float(a.total[0])
+        for a, b in zip(first, second, strict=True)
+    ]
+    count = len(diffs)
+    mean = sum(diffs) / count
+    spread = 0.0
+    if count > 1:
+        spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (count - 1))
+    stderr = spread / math.sqrt(count)
+    return {
+        "mean": mean,
+        "stderr": stderr,
+        "crops": count,
+        "lower_by_two_stderr": bool(mean < -2 * stderr),
+    }
 
 
 def ioc_summary(

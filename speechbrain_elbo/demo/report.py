@@ -325,7 +325,26 @@ def _elbo(elbo):
             + [f"{variances.get(name, 0.0):.3g}"]
         )
     lines += _table(header, rows)
+    difference = elbo.get("difference")
+    if difference:
+        verdict = (
+            "lower than stage 1's by more than two standard errors"
+            if difference["lower_by_two_stderr"]
+            else "NOT lower than stage 1's by two standard errors"
+        )
+        lines += [
+            "",
+            f"Stage 1+2 minus stage 1: {difference['mean']:+.4f} bits per "
+            f"dimension, standard error {difference['stderr']:.4f} over the "
+            f"{difference['crops']} crops (paired, same draws): the "
+            f"two-stage -ELBO is {verdict}.",
+        ]
     return lines + [
+        "",
+        "Decoders: stage 1 uses the Tweedie estimate at t_eps as the mean "
+        "of its Gaussian decoder; stage 1+2 uses the refiner applied to that "
+        "estimate (refiner.decode, docs/method.md section 7); each row's "
+        "variance is in its last column.",
         "",
         f"On {elbo.get('items')} test crops of at most "
         f"{_fmt(elbo.get('crop_seconds'), 2)} s; "

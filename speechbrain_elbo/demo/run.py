@@ -91,8 +91,8 @@ class ElboOptions:
         STFT frames per crop (256: 2.04 s, the recipe's crop).
     """
 
-    items: int = 4
-    fit_items: int = 4
+    items: int = 8
+    fit_items: int = 8
     diffusion_samples: int = 8
     reconstruction_samples: int = 2
     crop_frames: int = 256
