@@ -91,7 +91,7 @@ class ElboOptions:
         STFT frames per crop (256: 2.04 s, the recipe's crop).
     """
 
-    items: int = 8
+    items: int = 16
     fit_items: int = 8
     diffusion_samples: int = 8
     reconstruction_samples: int = 2
