@@ -300,7 +300,10 @@ class RefinementLoss:
     two kinds then weigh alike although the decoder inputs' errors are an
     order of magnitude smaller, and within a kind the examples keep their
     absolute weights (docs/method.md, section 7). A ratio of 1 is the
-    identity.
+    identity. The waveform term is then relative too, ``sum |w_r - w_0| /
+    sum |w_in - w_0|`` over the examples it judges (``time_examples``: the
+    refiner recipe gives it the sampler outputs only, since the ELBO's
+    decoder is judged by the spectrogram error alone).
 
     Arguments
     ---------
@@ -365,12 +368,19 @@ class RefinementLoss:
         self.relative = bool(relative)
 
     def __call__(
-        self, estimate, target, mask=None, reference=None, groups=None
+        self,
+        estimate,
+        target,
+        mask=None,
+        reference=None,
+        groups=None,
+        time_examples=None,
     ):
         """Loss of complex (B, 1, F, T) spectrograms; mask (B, 1, 1, T);
         ``reference``: the refiner's input (needed when ``relative``);
         ``groups``: (B,) integer labels of the examples' kinds (default:
-        one group)."""
+        one group); ``time_examples``: (B,) bool, the examples the waveform
+        term judges (default all)."""
         if self.relative and reference is None:
             raise ValueError(
                 "RefinementLoss(relative=True) divides by the input's error: "
@@ -397,11 +407,20 @@ class RefinementLoss:
             error = (estimate.abs() - target.abs()).pow(2)
             loss = loss + self.mag_weight * masked_mean(error, mask)
         if self.time_weight:
+            keep = slice(None) if time_examples is None else time_examples
             if mask is not None:
                 estimate, target = estimate * mask, target * mask
+                if reference is not None:
+                    reference = reference * mask
             length = (target.shape[-1] - 1) * self.transform.hop_length
-            error = self.transform.decode(
-                estimate, length
-            ) - self.transform.decode(target, length)
-            loss = loss + self.time_weight * error.abs().mean()
+            clean = self.transform.decode(target[keep], length)
+            error = self.transform.decode(estimate[keep], length) - clean
+            if self.relative and error.numel():
+                base = self.transform.decode(reference[keep], length) - clean
+                term = error.abs().sum() / base.abs().sum().detach().clamp(
+                    1e-12
+                )
+                loss = loss + self.time_weight * term
+            elif error.numel():
+                loss = loss + self.time_weight * error.abs().mean()
         return loss

@@ -219,3 +219,28 @@ def test_refinement_loss_terms():
         RefinementLoss(transform, 0, 0, 0)
     with pytest.raises(ValueError, match="mag_weight must be >= 0"):
         RefinementLoss(transform, 1, -1, 0)
+
+
+def test_relative_waveform_term_judges_the_chosen_examples():
+    from speechbrain_elbo.spectral import SpectralTransform
+
+    transform = SpectralTransform(alpha=1.0, beta=1.0)  # linear: exact
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 1, 256, 16, dtype=torch.complex64, generator=g)
+    noise = torch.randn(2, 1, 256, 16, dtype=torch.complex64, generator=g)
+    reference = target + 0.2 * noise
+    loss = RefinementLoss(transform, 0.0, 0.0, 1.0, relative=True)
+    # the identity leaves all of its input's error: ratio 1
+    assert loss(reference, target, reference=reference).item() == (
+        pytest.approx(1.0)
+    )
+    # halving the error of every example halves the waveform error
+    half = target + 0.1 * noise
+    assert loss(half, target, reference=reference).item() == pytest.approx(
+        0.5, rel=1e-4
+    )
+    # only the chosen examples count: the second one's error is ignored
+    mixed = torch.stack([half[0], target[1] + 5 * noise[1]])
+    chosen = torch.tensor([True, False])
+    out = loss(mixed, target, reference=reference, time_examples=chosen)
+    assert out.item() == pytest.approx(0.5, rel=1e-4)

@@ -57,6 +57,11 @@ ELBO_FIELDS = [
 ELBO_TERMS = ("prior", "diffusion", "reconstruction", "stderr")
 
 
+def _sampler_outputs(kinds):
+    """The examples that are sampler outputs (kind 0), or None (all)."""
+    return None if kinds is None else kinds == 0
+
+
 class RefinerBrain(EnhancementBrain):
     """Stage 2: the refinement model on cached stage-1 estimates.
 
@@ -270,6 +275,7 @@ class RefinerBrain(EnhancementBrain):
             predictions["mask"],
             reference=predictions["x_hat"],
             groups=predictions["kinds"],
+            time_examples=_sampler_outputs(predictions["kinds"]),
         )
 
     def score_valid_batch(self, batch, predictions, count):
