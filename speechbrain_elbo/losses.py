@@ -406,8 +406,8 @@ class RefinementLoss:
         if self.mag_weight:
             error = (estimate.abs() - target.abs()).pow(2)
             loss = loss + self.mag_weight * masked_mean(error, mask)
-        if self.time_weight:
-            keep = slice(None) if time_examples is None else time_examples
+        keep = slice(None) if time_examples is None else time_examples
+        if self.time_weight and target[keep].shape[0]:
             if mask is not None:
                 estimate, target = estimate * mask, target * mask
                 if reference is not None:
@@ -415,12 +415,12 @@ class RefinementLoss:
             length = (target.shape[-1] - 1) * self.transform.hop_length
             clean = self.transform.decode(target[keep], length)
             error = self.transform.decode(estimate[keep], length) - clean
-            if self.relative and error.numel():
+            if self.relative:
                 base = self.transform.decode(reference[keep], length) - clean
                 term = error.abs().sum() / base.abs().sum().detach().clamp(
                     1e-12
                 )
                 loss = loss + self.time_weight * term
-            elif error.numel():
+            else:
                 loss = loss + self.time_weight * error.abs().mean()
         return loss

@@ -244,3 +244,6 @@ def test_relative_waveform_term_judges_the_chosen_examples():
     chosen = torch.tensor([True, False])
     out = loss(mixed, target, reference=reference, time_examples=chosen)
     assert out.item() == pytest.approx(0.5, rel=1e-4)
+    # a batch without sampler outputs has no waveform term
+    none = torch.tensor([False, False])
+    assert loss(mixed, target, reference=reference, time_examples=none) == 0
