@@ -27,7 +27,7 @@ CONFIGS = {
     "small.yaml": ("score_model", 4_849_608),
     "tiny.yaml": ("score_model", 442_874),
     "refiner.yaml": ("refiner", 24_998_042),
-    "refiner_small.yaml": ("refiner", 4_585_320),
+    "refiner_small.yaml": ("refiner", 4_849_608),
     "refiner_tiny.yaml": ("refiner", 399_146),
 }
 

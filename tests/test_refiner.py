@@ -39,6 +39,9 @@ def test_fresh_refiner_is_the_identity():
     for name in ("refiner_tiny.yaml", "refiner_small.yaml"):
         with open(MODELS / name) as f:
             refiner = load_hyperpyyaml(f)["refiner"]
+        if refiner.conditional:  # the small one (docs/method.md section 7)
+            refiner.set_levels(sample=0.07, decoder=0.017)
+            assert torch.equal(refiner.decode(x_hat, y), x_hat)
         # Frames: a multiple of neither 8 nor 16; F = 32 works for both.
         out = refiner.train()(x_hat, y)
         assert torch.equal(out, x_hat)
@@ -151,7 +154,7 @@ def test_config_rebuilds_the_same_network():
         assert value == hparams[key], key
     rebuilt = Refiner(**refiner.config)
     assert rebuilt.config == refiner.config
-    assert sum(p.numel() for p in rebuilt.parameters()) == 4_585_320
+    assert sum(p.numel() for p in rebuilt.parameters()) == 4_849_608
 
 
 def test_class_defaults_are_refiner_yaml():
