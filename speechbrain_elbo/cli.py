@@ -1,20 +1,24 @@
 """``speechbrain-elbo-enhance``: enhance audio files from the command line.
 
-Usage::
+Usage (also ``python -m speechbrain_elbo``)::
 
-    speechbrain-elbo-enhance --model MODEL_DIR INPUT [INPUT ...] --out OUT_DIR
+    speechbrain-elbo-enhance [--model MODEL] INPUT [INPUT ...] --out OUT_DIR
         [--steps N] [--sampler {pc,euler,heun,ode}] [--corrector-steps N]
         [--seed S] [--device DEV] [--no-refiner] [--batch-size B]
         [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
         [--subtype SUBTYPE] [--overwrite] [--quiet]
 
+MODEL is an exported model folder or the name of a bundled model (see
+:func:`speechbrain_elbo.pretrained.available`); without ``--model`` the
+bundled ``minivb-small`` is used, which the command says on stderr.
 INPUT are audio files or folders (searched recursively for audio files).
 Each output is written to OUT_DIR as ``<name>.wav`` (for folders, under the
 same relative path), atomically. Inputs of equal length at the model's
 sample rate are enhanced together in batches; long files are streamed in
 overlapping chunks; other sample rates are resampled. The input is never
 overwritten. On bad input the command prints one line on stderr and exits
-with status 1 (2 for a malformed command line).
+with status 1 (2 for a malformed command line). The progress bar counts
+seconds of audio enhanced.
 
 Example
 -------
@@ -30,7 +34,21 @@ import sys
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
 PROG = "speechbrain-elbo-enhance"
 
-__all__ = ["main", "build_parser", "collect_inputs", "AUDIO_SUFFIXES"]
+EPILOG = """\
+example:
+  speechbrain-elbo-enhance noisy.wav recordings/ --out enhanced/ --steps 20
+
+  Enhances noisy.wav and every audio file under recordings/ with the
+  bundled model minivb-small into enhanced/ (--model FOLDER for your own).
+"""
+
+__all__ = [
+    "main",
+    "build_parser",
+    "collect_inputs",
+    "resolve_model",
+    "AUDIO_SUFFIXES",
+]
 
 
 class CommandError(Exception):
@@ -51,10 +69,20 @@ def build_parser():
         prog=PROG,
         description=(
             "Enhance noisy speech with a diffusion model exported by "
-            "speechbrain_elbo (a folder with hyperparams.yaml)."
+            "speechbrain_elbo (a folder with hyperparams.yaml) or bundled "
+            "with it."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=(
+            "exported model folder, or a bundled model's name "
+            "(default: the bundled minivb-small)"
         ),
     )
-    parser.add_argument("--model", required=True, help="exported model folder")
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="audio files or folders"
     )
@@ -120,7 +148,11 @@ def build_parser():
         action="store_true",
         help="replace existing output files",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no note about the default model",
+    )
     return parser
 
 
@@ -190,6 +222,60 @@ def _inside(path, folder):
     return True
 
 
+def resolve_model(model, quiet=False):
+    """The folder to load for ``--model``.
+
+    Arguments
+    ---------
+    model : str or None
+        An existing folder, a bundled model's name, or ``None`` for the
+        bundled default (then one line on stderr names it, unless
+        ``quiet``).
+    quiet : bool
+        Say nothing about the default.
+
+    Returns
+    -------
+    str
+        The model folder.
+
+    Raises
+    ------
+    CommandError
+        If ``model`` is neither a folder nor a bundled model's name.
+
+    Example
+    -------
+    >>> resolve_model("minivb-small").endswith("minivb-small")
+    True
+    >>> resolve_model("no-such-model")
+    Traceback (most recent call last):
+    ...
+    speechbrain_elbo.cli.CommandError: --model no-such-model is neither a...
+    """
+    from speechbrain_elbo import pretrained
+
+    if model is None:
+        folder = pretrained.pretrained_path(pretrained.DEFAULT_MODEL)
+        if not quiet:
+            print(
+                f"{PROG}: no --model given; using the bundled model "
+                f"{pretrained.DEFAULT_MODEL} ({folder})",
+                file=sys.stderr,
+            )
+        return str(folder)
+    if pathlib.Path(model).is_dir():
+        return str(model)
+    names = pretrained.available()
+    if model in names:
+        return str(pretrained.pretrained_path(model))
+    listing = ", ".join(names) if names else "none"
+    raise CommandError(
+        f"--model {model} is neither a folder nor a bundled model; bundled "
+        f"models: {listing}"
+    )
+
+
 def _load_model(args):
     from speechbrain_elbo.inference import DiffusionEnhancement
 
@@ -200,12 +286,17 @@ def _load_model(args):
     if args.overlap_seconds is not None:
         kwargs["overlap_seconds"] = args.overlap_seconds
     return DiffusionEnhancement.from_hparams(
-        source=args.model, run_opts=run_opts, **kwargs
+        source=resolve_model(args.model, args.quiet),
+        run_opts=run_opts,
+        **kwargs,
     )
 
 
 def _plan(enhancer, pairs, mix_down, batch_size):
-    """Group the inputs: batches of equal-length files, and single files."""
+    """Group the inputs: batches of equal-length files, and single files.
+
+    Returns the batches, the singles and each input's seconds of audio.
+    """
     from speechbrain_elbo.audio_input import (
         EnhancementInputError,
         check_audio_file,
@@ -214,6 +305,7 @@ def _plan(enhancer, pairs, mix_down, batch_size):
     chunk = int(round(enhancer.chunk_seconds * enhancer.sample_rate))
     groups = collections.defaultdict(list)
     singles = []
+    seconds = {}
     for source, target in pairs:
         try:
             info = check_audio_file(
@@ -222,6 +314,7 @@ def _plan(enhancer, pairs, mix_down, batch_size):
         except EnhancementInputError as error:
             # the command's one-line messages end without a full stop
             raise CommandError(str(error).rstrip(".")) from error
+        seconds[source] = info.frames / info.sample_rate
         if info.sample_rate == enhancer.sample_rate and info.frames <= chunk:
             groups[info.frames].append((source, target))
         else:
@@ -230,7 +323,7 @@ def _plan(enhancer, pairs, mix_down, batch_size):
     for members in groups.values():
         for start in range(0, len(members), batch_size):
             batches.append(members[start : start + batch_size])
-    return batches, singles
+    return batches, singles, seconds
 
 
 def _load_checked(enhancer, source, mix_down):
@@ -286,13 +379,20 @@ def _run(args):
     )
     enhancer.make_sampler(args.sampler, args.steps, args.corrector_steps)
     enhancer._use_refiner(options["use_refiner"])
-    batches, singles = _plan(enhancer, pairs, args.mix_down, args.batch_size)
+    batches, singles, seconds = _plan(
+        enhancer, pairs, args.mix_down, args.batch_size
+    )
 
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=len(pairs),
-        unit="file",
+        total=round(sum(seconds.values()), 2),
+        unit="s",
+        unit_scale=False,
+        bar_format=(
+            "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of audio "
+            "[{elapsed}<{remaining}]"
+        ),
         disable=args.quiet,
         desc=PROG,
         file=sys.stderr,
@@ -310,16 +410,22 @@ def _run(args):
                 write_audio_atomic(
                     target, wav, enhancer.sample_rate, args.subtype
                 )
-            bar.update(len(batch))
+            bar.update(sum(seconds[source] for source, _ in batch))
         for source, target in singles:
-            enhancer.enhance_file(
+            # the output is streamed to disk and not kept in memory; the
+            # bar advances per chunk, then settles on the file's duration
+            done = bar.n
+            enhancer._enhance_file(
                 source,
                 target,
-                mix_down=args.mix_down,
-                subtype=args.subtype,
+                args.mix_down,
+                args.subtype,
+                False,
+                progress=bar.update,
                 **options,
             )
-            bar.update(1)
+            bar.n = done + seconds[source]
+            bar.refresh()
     return len(pairs)
 
 

@@ -23,6 +23,7 @@ Example
 """
 
 import pathlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -67,7 +68,7 @@ class _ChunkPlan(NamedTuple):
     overlap: int
     max_batch: int
     crossfade: str
-    progress: bool
+    progress: bool | Callable[[float], object]
 
 
 class LongAudioMixin:
@@ -170,6 +171,13 @@ class LongAudioMixin:
             )
             return enhanced.to("cpu") * scale
 
+        if callable(plan.progress):
+            emit, rate = write, self.sample_rate
+
+            def write(piece):
+                emit(piece)
+                plan.progress(piece.shape[0] / rate)
+
         count = chunk_layout(reader.num_samples, plan.chunk, plan.overlap)[0]
         self.last_num_chunks = count
         return process_in_chunks(
@@ -181,23 +189,33 @@ class LongAudioMixin:
             plan.max_batch,
             plan.crossfade,
             self.min_samples,
-            plan.progress,
+            plan.progress is True,
         )
 
     def _enhance_to(
-        self, reader, scale, plan, output_filename=None, subtype=None
+        self, reader, scale, plan, output_filename=None, subtype=None, keep=True
     ):
-        """Enhance in chunks; return the waveform or write it atomically."""
+        """Enhance in chunks; write the output atomically if asked.
+
+        Returns the enhanced waveform, or ``None`` when ``keep`` is false
+        (then only the file is written and memory stays bounded).
+        """
+        pieces = []
         with torch.inference_mode():
             if output_filename is None:
-                pieces = []
                 self._enhance_stream(reader, scale, pieces.append, plan)
-                return torch.cat(pieces)
-            with AtomicAudioWriter(
-                output_filename, self.sample_rate, subtype
-            ) as writer:
-                self._enhance_stream(reader, scale, writer.write, plan)
-            return output_filename
+            else:
+                with AtomicAudioWriter(
+                    output_filename, self.sample_rate, subtype
+                ) as writer:
+
+                    def write(piece):
+                        writer.write(piece)
+                        if keep:
+                            pieces.append(piece)
+
+                    self._enhance_stream(reader, scale, write, plan)
+        return torch.cat(pieces) if keep else None
 
     def _tensor_reader(self, waveform, sample_rate):
         """A reader over a mono waveform at the model's rate, and its peak.
@@ -235,7 +253,9 @@ class LongAudioMixin:
         **options
             Chunking settings ``chunk_seconds``, ``overlap_seconds``,
             ``max_batch``, ``crossfade`` (default those of the interface)
-            and ``progress`` (a progress bar over chunk groups); the
+            and ``progress`` (``True``: a progress bar over chunk groups;
+            a callable: called with the seconds of output, at the model's
+            rate, each time a piece of the output is ready); the
             sampling settings of :meth:`enhance_batch` (``sampler``,
             ``steps``, ``corrector_steps``, ``snr``, ``use_refiner``,
             ``seed``, ``generator``). With a seed, chunk group k uses seed
@@ -254,7 +274,7 @@ class LongAudioMixin:
 
     def enhance_file(
         self,
-        path,
+        filename,
         output_filename=None,
         mix_down=False,
         subtype=None,
@@ -262,34 +282,45 @@ class LongAudioMixin:
     ):
         """Enhance an audio file; long files are streamed in chunks.
 
-        At the model's sample rate the file is read twice, block by block
-        (once for its peak, once chunk by chunk), and the output is written
-        as it is produced, so memory does not grow with the file's length.
-        A file at another sample rate is loaded whole and resampled
-        (logged).
+        As SpeechBrain's ``SpectralMaskEnhancement.enhance_file``: the
+        enhanced waveform is returned, and also written to
+        ``output_filename`` when one is given. At the model's sample rate
+        the file is read twice, block by block (once for its peak, once
+        chunk by chunk), and the output file is written as it is produced;
+        only the returned waveform grows with the file's length (4 bytes a
+        sample). A file at another sample rate is loaded whole and
+        resampled (logged).
 
         Arguments
         ---------
-        path : str or pathlib.Path
+        filename : str or pathlib.Path
             Input audio file (anything soundfile reads: WAV, FLAC, OGG...).
         output_filename : str or pathlib.Path, optional
-            Where to write the enhanced audio (atomically: temporary file,
-            then rename); it may not be the input file. Without it the
-            enhanced waveform is returned.
+            Where to also write the enhanced audio (atomically: temporary
+            file, then rename); it may not be the input file.
         mix_down : bool
             Average several channels to mono instead of refusing them.
         subtype : str, optional
             soundfile subtype of the output (default 32-bit float WAV).
         **options
-            Chunking and sampling settings, as in :meth:`enhance_long`.
+            Chunking and sampling settings, as in :meth:`enhance_long`
+            (including ``progress``).
 
         Returns
         -------
-        torch.Tensor or pathlib.Path
+        torch.Tensor
             The enhanced waveform (L,) at the model's sample rate on the
-            CPU, or, with ``output_filename``, the path written.
+            CPU.
         """
-        path = pathlib.Path(path)
+        return self._enhance_file(
+            filename, output_filename, mix_down, subtype, True, **options
+        )
+
+    def _enhance_file(
+        self, filename, output_filename, mix_down, subtype, keep, **options
+    ):
+        """:meth:`enhance_file`; returns ``None`` unless ``keep``."""
+        path = pathlib.Path(filename)
         info = check_audio_file(path, mix_down)
         if output_filename is not None:
             output_filename = pathlib.Path(output_filename)
@@ -299,7 +330,7 @@ class LongAudioMixin:
             waveform = self.load_waveform(path, mix_down)
             reader, scale = self._tensor_reader(waveform, info.sample_rate)
             return self._enhance_to(
-                reader, scale, plan, output_filename, subtype
+                reader, scale, plan, output_filename, subtype, keep
             )
         reader = FileReader(path, mix_down)
         try:
@@ -315,7 +346,7 @@ class LongAudioMixin:
                     f"{path} is all zeros: there is nothing to enhance."
                 )
             return self._enhance_to(
-                reader, scale, plan, output_filename, subtype
+                reader, scale, plan, output_filename, subtype, keep
             )
         finally:
             reader.close()

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import tqdm.auto
 
-from speechbrain_elbo.cli import main
+from speechbrain_elbo import pretrained
+from speechbrain_elbo.cli import main, resolve_model
 from speechbrain_elbo.inference import DiffusionEnhancement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -212,6 +214,22 @@ def test_python_dash_m(model, tmp_path):
     assert missing.stderr.strip().endswith("nope.wav does not exist")
 
 
+def test_python_dash_m_package_shows_example():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "speechbrain_elbo", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: speechbrain-elbo-enhance")
+    assert "example:" in result.stdout
+    example = "speechbrain-elbo-enhance noisy.wav recordings/ --out enhanced/"
+    assert example in result.stdout
+
+
 def test_console_script():
     script = pathlib.Path(sys.executable).parent / "speechbrain-elbo-enhance"
     if not script.exists():
@@ -220,3 +238,83 @@ def test_console_script():
         [str(script), "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "--model" in result.stdout
+
+
+def test_default_model_is_bundled(tmp_path, capsys, monkeypatch):
+    sources = []
+    original = DiffusionEnhancement.from_hparams.__func__
+
+    def spy(cls, source, *args, **kwargs):
+        sources.append(source)
+        return original(cls, source, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionEnhancement, "from_hparams", classmethod(spy))
+    path = tmp_path / "a.wav"
+    sf.write(path, noise(SR // 2, 1), SR)
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--steps", "1"]) == 0
+    bundled = pretrained.pretrained_path(pretrained.DEFAULT_MODEL)
+    assert sources == [str(bundled)]
+    assert sf.info(str(out / "a.wav")).frames == SR // 2
+    notes = [
+        line
+        for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+        if "--model" in line
+    ]
+    assert len(notes) == 1
+    assert "using the bundled model minivb-small" in notes[0]
+
+
+def test_bundled_name_and_folder_are_accepted(model, capsys):
+    bundled = pretrained.pretrained_path("minivb-small")
+    assert resolve_model("minivb-small") == str(bundled)
+    assert resolve_model(str(model)) == str(model)
+    assert capsys.readouterr().err == ""  # no note when --model is given
+    assert resolve_model(None, quiet=True) == str(bundled)
+    assert capsys.readouterr().err == ""
+
+
+def test_unknown_model_name_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "a.wav"
+    sf.write(path, noise(4000, 1), SR)
+    status = main(["--model", "no-such-model", str(path), "--out", "o"])
+    assert status == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("speechbrain-elbo-enhance: error: --model")
+    assert "no-such-model" in lines[0]
+    assert "bundled models: minivb-small" in lines[0]
+
+
+def test_progress_counts_seconds_of_audio(model, inputs, tmp_path, monkeypatch):
+    bars = []
+
+    class Recorder(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.updates = []
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    data, single = inputs
+    long = tmp_path / "long.wav"
+    sf.write(long, noise(int(2.5 * SR), 3), SR)
+    args = ["--steps", "1", "--chunk-seconds", "1", "--overlap-seconds", "0.25"]
+    files = [str(f) for f in (data, single, long)]
+    out = str(tmp_path / "o")
+    assert main(["--model", str(model), *files, "--out", out, *args]) == 0
+    (bar,) = bars
+    # 3 files of 4000 samples and one of 6000 at 16 kHz, 3000 at 8 kHz,
+    # 2.5 s at 16 kHz
+    assert bar.total == pytest.approx(0.75 + 0.375 + 0.375 + 2.5)
+    assert bar.n == pytest.approx(bar.total)
+    # per batch (3 files, then 1), per file (one chunk), then the long file
+    # chunk group by chunk group
+    assert bar.updates[:3] == pytest.approx([0.75, 0.375, 0.375])
+    assert len(bar.updates) == 6
+    assert sum(bar.updates[3:]) == pytest.approx(2.5)
+    assert all(0 < n <= 1.0 for n in bar.updates)
