@@ -28,8 +28,9 @@ telephone rings of ``sound-theme-freedesktop``), and synthetic mains hum
 
 Clean speech is set to an ITU-T P.56 active level drawn in -30..-20 dBFS,
 and the noise to an SNR drawn uniformly in 0..15 dB relative to that active
-level (:func:`mix_at_snr`), as MiniVB does. Every random choice comes from
-``--seed``. The pairs are built once into ``WORK/pairs`` (with
+level, with MiniVB's mixing
+(:func:`speechbrain_elbo.minidata.signals.mix_at_snr`). Every random choice
+comes from ``--seed``. The pairs are built once into ``WORK/pairs`` (with
 ``metadata.csv``: source package, file, licence and SNR of every item) and
 reused while the options are the same.
 
@@ -86,8 +87,8 @@ from speechbrain_elbo.minidata.signals import (
     fade_edges,
     load_audio,
     loop_to_length,
+    mix_at_snr,
     power,
-    scale_to_snr,
     seeded_rng,
     to_16k,
     trimmed,
@@ -235,51 +236,6 @@ def mains_hum(num_samples, rng, sample_rate=SAMPLE_RATE):
     hum *= 1 + depth * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
     hum -= hum.mean()
     return (hum / np.sqrt(np.mean(hum**2))).astype(np.float32)
-
-
-def mix_at_snr(speech, noise, snr_db, level_dbfs):
-    """Clean speech at an active level, plus noise at an SNR to that level.
-
-    The speech is scaled to the ITU-T P.56 active level ``level_dbfs``
-    (:func:`~speechbrain_elbo.minidata.signals.active_speech_level`), the
-    noise to ``snr_db`` below it
-    (:func:`~speechbrain_elbo.minidata.signals.scale_to_snr`), as MiniVB is
-    mixed. If the mixture would exceed 0.99 of full scale, both are scaled
-    down by the same ``gain`` (the SNR is unchanged).
-
-    Arguments
-    ---------
-    speech : numpy.ndarray
-        1-D clean speech.
-    noise : numpy.ndarray
-        1-D noise of the same length.
-    snr_db : float
-        Wanted SNR (active speech level over noise power), dB.
-    level_dbfs : float
-        Wanted active speech level, dB relative to full scale.
-
-    Returns
-    -------
-    clean, noisy : numpy.ndarray
-        float64 signals.
-    gain : float
-        The common factor applied (1.0 when nothing clipped).
-    """
-    speech = np.asarray(speech, dtype=np.float64)
-    if speech.shape != np.shape(noise):
-        raise ValueError(
-            f"speech and noise differ in length: {speech.shape} vs "
-            f"{np.shape(noise)}."
-        )
-    level, _ = active_speech_level(speech)
-    if level <= 0:
-        raise ValueError("The speech is silent; it has no active level.")
-    target = 10 ** (level_dbfs / 10)
-    clean = speech * np.sqrt(target / level)
-    noisy = clean + scale_to_snr(target, noise, snr_db)
-    peak = max(np.max(np.abs(noisy)), np.max(np.abs(clean)))
-    gain = min(1.0, 0.99 / peak)
-    return clean * gain, noisy * gain, gain
 
 
 def measured_snr(clean, noisy):

@@ -62,9 +62,8 @@ from speechbrain_elbo.minidata.packages import LICENCES
 from speechbrain_elbo.minidata.rooms import add_range_options, simulate_split
 from speechbrain_elbo.minidata.signals import (
     SAMPLE_RATE,
-    active_speech_level,
     check_full_scale,
-    scale_to_snr,
+    mix_at_snr,
     seeded_rng,
 )
 from speechbrain_elbo.minidata.splits import (
@@ -153,22 +152,19 @@ def _mix_vb_split(clips, noise, names, root, split, seed, snrs, options):
     ):
         rng = seeded_rng(seed, "minivb", split, index)
         speech = clip.read().astype(np.float64)
-        level, _ = active_speech_level(speech)
-        if level <= 0:
-            raise ValueError(f"{clip.path} is silent; remove it.")
         level_db = rng.uniform(*options["level_range"])
-        speech *= np.sqrt(10 ** (level_db / 10) / level)
         snr = float(snrs[int(rng.integers(len(snrs)))])
         wav, info = choose_noise(
             noise, speech.size, rng, options["synthetic_share"]
         )
-        noisy = speech + scale_to_snr(10 ** (level_db / 10), wav, snr)
-        peak = max(np.max(np.abs(noisy)), np.max(np.abs(speech)))
-        gain = min(1.0, 0.99 / peak)
-        for folder, signal in ((clean_dir, speech), (noisy_dir, noisy)):
+        try:
+            clean, noisy, gain = mix_at_snr(speech, wav, snr, level_db)
+        except ValueError as error:
+            raise ValueError(f"{clip.path}: {error} Remove it.") from None
+        for folder, signal in ((clean_dir, clean), (noisy_dir, noisy)):
             path = root / folder / f"{name}.wav"
-            check_full_scale(signal * gain, path)
-            write_audio_atomic(path, signal * gain, SAMPLE_RATE, "PCM_16")
+            check_full_scale(signal, path)
+            write_audio_atomic(path, signal, SAMPLE_RATE, "PCM_16")
         row = {
             "id": name,
             "split": split,

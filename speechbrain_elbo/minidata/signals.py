@@ -562,3 +562,56 @@ def seeded_rng(seed, *keys):
         for key in keys
     ]
     return np.random.default_rng(parts)
+
+
+def mix_at_snr(speech, noise, snr_db, level_dbfs):
+    """Clean speech at an active level, plus noise at an SNR to that level.
+
+    The speech is scaled to the ITU-T P.56 active level ``level_dbfs``
+    (:func:`active_speech_level`), the noise to ``snr_db`` below it
+    (:func:`scale_to_snr`): how MiniVB and ``tools/unseen_check.py`` mix.
+    If the mixture would exceed 0.99 of full scale, both are scaled down by
+    the same ``gain`` (the SNR is unchanged).
+
+    Arguments
+    ---------
+    speech : numpy.ndarray
+        1-D clean speech.
+    noise : numpy.ndarray
+        1-D noise of the same length.
+    snr_db : float
+        Wanted SNR (active speech level over noise power), dB.
+    level_dbfs : float
+        Wanted active speech level, dB relative to full scale.
+
+    Returns
+    -------
+    clean, noisy : numpy.ndarray
+        float64 signals.
+    gain : float
+        The common factor applied (1.0 when nothing clipped).
+
+    Example
+    -------
+    >>> speech = np.sin(np.arange(16000) / 5.0)
+    >>> noise = np.random.default_rng(0).standard_normal(16000)
+    >>> clean, noisy, gain = mix_at_snr(speech, noise, 7.5, -25.0)
+    >>> level, _ = active_speech_level(clean)
+    >>> float(round(10 * np.log10(level / power(noisy - clean)), 6)), gain
+    (7.5, 1.0)
+    """
+    speech = np.asarray(speech, dtype=np.float64)
+    if speech.shape != np.shape(noise):
+        raise ValueError(
+            f"speech and noise differ in length: {speech.shape} vs "
+            f"{np.shape(noise)}."
+        )
+    level, _ = active_speech_level(speech)
+    if level <= 0:
+        raise ValueError("The speech is silent; it has no active level.")
+    target = 10 ** (level_dbfs / 10)
+    clean = speech * np.sqrt(target / level)
+    noisy = clean + scale_to_snr(target, noise, snr_db)
+    peak = max(np.max(np.abs(noisy)), np.max(np.abs(clean)))
+    gain = min(1.0, 0.99 / peak)
+    return clean * gain, noisy * gain, gain
