@@ -301,9 +301,10 @@ class RefinementLoss:
     order of magnitude smaller, and within a kind the examples keep their
     absolute weights (docs/method.md, section 7). A ratio of 1 is the
     identity. The waveform term is then relative too, ``sum |w_r - w_0| /
-    sum |w_in - w_0|`` over the examples it judges (``time_examples``: the
-    refiner recipe gives it the sampler outputs only, since the ELBO's
-    decoder is judged by the spectrogram error alone).
+    sum |w_in - w_0|``. In both modes it judges the examples of
+    ``time_examples`` (the refiner recipe passes its sampler outputs in
+    training, since the ELBO's decoder is judged by the spectrogram error
+    alone).
 
     Arguments
     ---------
