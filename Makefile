@@ -13,11 +13,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# Reinstall only when the package definition changes.
-$(STAMP): setup.py
+# Reinstall only when the package definition or the pinned versions change.
+# setup.py states the supported ranges; constraints.txt the exact versions
+# that `make test` and `make demo` use.
+$(STAMP): setup.py constraints.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[dev]'
+	$(VPY) -m pip install --quiet -e '.[dev]' -c constraints.txt
 	@touch $(STAMP)
 
 lint: $(STAMP)
