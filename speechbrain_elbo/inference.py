@@ -283,6 +283,9 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
     def _generator(self, seed, generator):
         if seed is not None and generator is not None:
             raise ValueError("Pass either seed or generator, not both.")
+        if isinstance(seed, list | tuple):
+            # one generator per waveform: no draw depends on the neighbours
+            return [self._generator(item, None) for item in seed]
         if seed is not None:
             return torch.Generator(device=self.device).manual_seed(int(seed))
         if generator is not None:
@@ -386,9 +389,13 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             Sampler settings, default those of the model folder.
         use_refiner : bool, optional
             Apply the stage-2 refiner; default True when the model has one.
-        seed : int, optional
+        seed : int or list of int, optional
             Seed of a fresh generator on the model's device: the same seed
-            gives the same output on the same device.
+            gives the same output on the same device. A list has one seed
+            per waveform, each waveform's noise drawn from its own
+            generator: its noise then does not depend on the other
+            waveforms of the batch (its output does only through float
+            rounding in the networks).
         generator : torch.Generator, optional
             Alternative to ``seed``.
         return_nfe : bool

@@ -264,12 +264,35 @@ class OUVESDE:
 def complex_noise(like, generator=None):
     """Standard complex Gaussian noise shaped like ``like`` (E|z|^2 = 1).
 
+    Arguments
+    ---------
+    like : torch.Tensor
+        Gives the shape and device.
+    generator : torch.Generator or list of torch.Generator, optional
+        The source of the draws; a list has one generator per item of the
+        batch (``like.shape[0]``), each item drawn from its own, so that an
+        item's noise does not depend on its batch neighbours. Item ``i``
+        gets the draws a batch of one would get from ``generator[i]``.
+
     Example
     -------
     >>> z = complex_noise(torch.zeros(100000, dtype=torch.complex64))
     >>> bool(abs(z.abs().pow(2).mean() - 1.0) < 0.02)
     True
+    >>> gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    >>> pair = complex_noise(torch.zeros(2, 3), gens)
+    >>> alone = torch.Generator().manual_seed(2)
+    >>> torch.equal(pair[1:], complex_noise(torch.zeros(1, 3), alone))
+    True
     """
+    if isinstance(generator, list | tuple):
+        if len(generator) != like.shape[0]:
+            raise ValueError(
+                f"{len(generator)} generators for a batch of {like.shape[0]}: "
+                "pass one generator per item."
+            )
+        pairs = zip(like, generator, strict=True)
+        return torch.stack([complex_noise(item, gen) for item, gen in pairs])
     return torch.randn(
         like.shape,
         dtype=torch.complex64,
