@@ -523,7 +523,8 @@ def load_folder(
             f"Model folder {source} does not exist (or is not a folder). "
             "Exported folders are loaded from the local disk: pass a "
             "folder written by speechbrain_elbo.export.export_enhancer "
-            "(download hub models first)."
+            "(DiffusionEnhancement.from_hparams also takes a bundled "
+            "model's name or a Hugging Face Hub id)."
         )
     folder = folder.absolute()
     hparams = _yaml_of(folder, hparams_file, overrides)

@@ -172,25 +172,35 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         overrides=None,
         local_strategy=LocalStrategy.SYMLINK,
         verify_checksums=True,
+        revision=None,
         **kwargs,
     ):
-        """Load an exported folder, with no network access.
+        """Load a model folder, a bundled model or a Hugging Face Hub model.
 
-        :func:`speechbrain_elbo.export.load_folder` loads and checks the
-        folder (a clear error names a missing, corrupt or foreign file).
+        Like SpeechBrain's own interfaces, ``source`` is, in this order, an
+        existing local folder, the name of a bundled model
+        (:func:`speechbrain_elbo.pretrained.available`) or a hub id
+        ``org/name`` (:func:`speechbrain_elbo.hub.resolve_source`). A hub
+        model is fetched through SpeechBrain's fetching (the Hugging Face
+        cache and ``HF_HUB_OFFLINE=1`` apply); a local or bundled one is
+        never fetched from the network. The folder is then loaded and
+        checked by :func:`speechbrain_elbo.export.load_folder` (a clear
+        error names a missing, corrupt or foreign file, or a checkpoint
+        whose SHA-256 differs from the recorded one).
 
         Arguments
         ---------
         source : str or pathlib.Path
-            A local folder written by
-            :func:`speechbrain_elbo.export.export_enhancer`. (A hub model
-            must be downloaded first, e.g. with
-            ``huggingface_hub.snapshot_download``.)
+            A folder written by
+            :func:`speechbrain_elbo.export.export_enhancer`, a bundled
+            model's name (``"minivb-small"``), or a hub id ``org/name``
+            holding such a folder. A ``pathlib.Path`` is always a folder.
         hparams_file : str
             Name of the hyperparameter file in the folder.
         savedir : str or pathlib.Path, optional
             Where SpeechBrain links (or copies, see ``local_strategy``) the
-            files. Default None: the files are read where they are.
+            files. Default None: a local folder is read where it is, a hub
+            model from the Hugging Face cache.
         overrides : dict, optional
             HyperPyYAML overrides, e.g. ``{"sampler": ...}``
             (``pretrained_path`` is always the folder).
@@ -198,6 +208,8 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             How files are brought into ``savedir`` (symlink by default).
         verify_checksums : bool
             Check each checkpoint against the SHA-256 recorded at export.
+        revision : str, optional
+            Branch, tag or commit of a hub model (default ``main``).
         **kwargs
             Forwarded to the constructor: ``run_opts={"device": ...}``,
             ``chunk_seconds``, ``overlap_seconds``, ``max_batch``...
@@ -205,15 +217,29 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         Returns
         -------
         DiffusionEnhancement
+
+        Example
+        -------
+        >>> enhancer = DiffusionEnhancement.from_hparams("minivb-small")
+        >>> enhancer.sample_rate, enhancer.has_refiner
+        (16000, True)
         """
+        from speechbrain_elbo.hub import resolve_source
+
+        resolved = resolve_source(
+            source, savedir, revision, hparams_file, local_strategy
+        )
+        # a hub model is already in savedir (or read from the cache)
+        fetched = resolved.kind == "hub"
         hparams = load_folder(
-            source,
+            resolved.folder,
             hparams_file=hparams_file,
             overrides=overrides,
-            savedir=savedir,
+            savedir=None if fetched else savedir,
             local_strategy=local_strategy,
             verify_checksums=verify_checksums,
         )
+        hparams["savedir"] = savedir
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
 
     # -- settings ---------------------------------------------------------
