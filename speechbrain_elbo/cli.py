@@ -8,8 +8,9 @@ Usage (also ``python -m speechbrain_elbo``)::
         [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
         [--subtype SUBTYPE] [--overwrite] [--quiet]
 
-MODEL is an exported model folder or the name of a bundled model (see
-:func:`speechbrain_elbo.pretrained.available`); without ``--model`` the
+MODEL is an exported model folder, the name of a bundled model (see
+:func:`speechbrain_elbo.pretrained.available`) or a Hugging Face Hub id
+``org/name`` (fetched as ``from_hparams`` does); without ``--model`` the
 bundled ``minivb-small`` is used, which the command says on stderr.
 INPUT are audio files or folders (searched recursively for audio files).
 Each output is written to OUT_DIR as ``<name>.wav`` (for folders, under the
@@ -79,8 +80,9 @@ def build_parser():
         "--model",
         default=None,
         help=(
-            "exported model folder, or a bundled model's name "
-            "(default: the bundled minivb-small)"
+            "exported model folder, a bundled model's name, or a "
+            "Hugging Face Hub id org/name (default: the bundled "
+            "minivb-small)"
         ),
     )
     parser.add_argument(
@@ -223,12 +225,13 @@ def _inside(path, folder):
 
 
 def resolve_model(model, quiet=False):
-    """The folder to load for ``--model``.
+    """The source to load for ``--model``.
 
     Arguments
     ---------
     model : str or None
-        An existing folder, a bundled model's name, or ``None`` for the
+        An existing folder, a bundled model's name, a Hugging Face Hub id
+        ``org/name`` (fetched by ``from_hparams``), or ``None`` for the
         bundled default (then one line on stderr names it, unless
         ``quiet``).
     quiet : bool
@@ -237,12 +240,12 @@ def resolve_model(model, quiet=False):
     Returns
     -------
     str
-        The model folder.
+        The model folder, or the hub id.
 
     Raises
     ------
     CommandError
-        If ``model`` is neither a folder nor a bundled model's name.
+        If ``model`` is not a folder, a bundled model's name or a hub id.
 
     Example
     -------
@@ -254,6 +257,7 @@ def resolve_model(model, quiet=False):
     speechbrain_elbo.cli.CommandError: --model no-such-model is neither a...
     """
     from speechbrain_elbo import pretrained
+    from speechbrain_elbo.hub import is_hub_id
 
     if model is None:
         folder = pretrained.pretrained_path(pretrained.DEFAULT_MODEL)
@@ -269,10 +273,12 @@ def resolve_model(model, quiet=False):
     names = pretrained.available()
     if model in names:
         return str(pretrained.pretrained_path(model))
+    if is_hub_id(model):
+        return model
     listing = ", ".join(names) if names else "none"
     raise CommandError(
-        f"--model {model} is neither a folder nor a bundled model; bundled "
-        f"models: {listing}"
+        f"--model {model} is neither a folder, a bundled model nor a "
+        f"Hugging Face Hub id (org/name); bundled models: {listing}"
     )
 
 
