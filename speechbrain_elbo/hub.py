@@ -176,19 +176,30 @@ def _hub_error(error, repo_id, revision, filename, hparams_file):
     if isinstance(error, LocalEntryNotFoundError):
         cache = constants.HF_HUB_CACHE
         if constants.HF_HUB_OFFLINE:
-            return ModelFolderError(
+            problem = (
                 f"Hub model {where}: {what} is not in the local Hugging "
                 f"Face cache ({cache}) and offline mode is on "
-                "(HF_HUB_OFFLINE=1). Check the id and revision, download "
-                "the model once with network access, or pass a local "
-                "model folder (no local folder of that name exists)."
+                "(HF_HUB_OFFLINE=1)."
             )
-        return ModelFolderError(
-            f"Hub model {where}: {what} could not be downloaded (no "
-            f"connection to {constants.ENDPOINT}) and is not in the local "
-            f"Hugging Face cache ({cache}). Connect to the network, or pass "
-            "a local model folder (no local folder of that name exists)."
-        )
+        else:
+            problem = (
+                f"Hub model {where}: {what} could not be downloaded (no "
+                f"connection to {constants.ENDPOINT}) and is not in the "
+                f"local Hugging Face cache ({cache})."
+            )
+        if filename == hparams_file:
+            fix = (
+                "Check the id and revision, download the model once with "
+                "network access, or pass a local model folder (no local "
+                "folder of that name exists)."
+            )
+        else:
+            fix = (
+                "Download the model once with network access; if the "
+                "repository lacks the file, upload the whole exported "
+                "folder."
+            )
+        return ModelFolderError(f"{problem} {fix}")
     if isinstance(error, RepositoryNotFoundError):
         return ModelFolderError(
             f"No model {repo_id} on the Hugging Face Hub (or it is private "
