@@ -257,6 +257,12 @@ class AtomicAudioWriter:
     ...     writer.write(torch.ones(60) / 2)
     >>> sf.info(str(path)).frames
     160
+
+    The bytes depend on the samples only (no PEAK chunk with the time of
+    writing):
+
+    >>> b"PEAK" in path.read_bytes()
+    False
     """
 
     def __init__(self, path, sample_rate, subtype=None):
@@ -291,6 +297,7 @@ class AtomicAudioWriter:
             format=self.format,
             subtype=self.subtype,
         )
+        _no_peak_chunk(self.file)
         return self
 
     def write(self, block):
@@ -319,6 +326,28 @@ class AtomicAudioWriter:
                 self.subtype,
             )
         return False
+
+
+#: libsndfile's SFC_SET_ADD_PEAK_CHUNK (sndfile.h)
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050
+
+
+def _no_peak_chunk(sound_file):
+    """Write no PEAK chunk into a float WAV/AIFF file.
+
+    libsndfile stamps that chunk with the time of writing, so the same
+    samples written twice would differ in bytes; without it an output's
+    bytes depend on its samples only. (soundfile has no public call for it:
+    its C handle is used; if that ever changes, the chunk stays.)
+    """
+    try:
+        from soundfile import _ffi, _snd
+
+        _snd.sf_command(
+            sound_file._file, _SFC_SET_ADD_PEAK_CHUNK, _ffi.NULL, _snd.SF_FALSE
+        )
+    except (ImportError, AttributeError):  # pragma: no cover
+        logger.debug("soundfile: cannot turn the PEAK chunk off")
 
 
 def replace_folder(tmp, target):
