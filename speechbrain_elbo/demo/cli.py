@@ -192,5 +192,6 @@ def main(argv=None):
         return status
     print(render_markdown(report).split("## Figures")[0])
     out = pathlib.Path(args.out)
-    print(f"Report: {out / 'report.md'} (and report.json, figures/, enhanced/)")
+    print(f"Report: {out / 'report.md'}; to listen: {out / 'report.html'}")
+    print("(and report.json, figures/, enhanced/, listen/)")
     return 0

@@ -1,14 +1,17 @@
-"""The demo's report: ``report.json`` and ``report.md``.
+"""The demo's report: ``report.json``, ``report.md`` and ``report.html``.
 
 :mod:`speechbrain_elbo.demo.run` measures and gathers its results in one
 dict, the report (its keys are listed in docs/demo.md); this module only
 presents it:
 
 - :func:`write_report`: ``report.json`` (strict JSON, through
-  :func:`speechbrain_elbo.fileio.write_json_atomic`) and ``report.md``;
-- :func:`render_markdown`: ``report.md``, a readable header (model, data,
-  training budget, sampler, hardware, with a link to the full model card)
-  and the numbers as tables;
+  :func:`speechbrain_elbo.fileio.write_json_atomic`), ``report.md`` and
+  ``report.html`` (:mod:`speechbrain_elbo.demo.html_report`);
+- :func:`header_entries` and :func:`sections`: the header's (label, text)
+  lines (model, data, training budget, sampler, hardware, with a link to
+  the full model card) and the tables of numbers, as data: both pages are
+  rendered from them, so the numbers have one source;
+- :func:`render_markdown`: ``report.md``;
 - :func:`card_summary`: the header's lines about the model's training, read
   from its model card.
 
@@ -35,14 +38,18 @@ Example
 """
 
 import math
+from typing import NamedTuple
 
 from speechbrain_elbo.fileio import write_json_atomic, write_text_atomic
 
 __all__ = [
     "SYSTEMS",
     "SYSTEM_LABELS",
+    "Section",
     "card_summary",
+    "header_entries",
     "render_markdown",
+    "sections",
     "write_report",
 ]
 
@@ -57,15 +64,32 @@ SYSTEM_LABELS = {
     "clean": "clean reference",
 }
 
-FALLBACK_WARNING = (
-    "> **WARNING: the test data were built from the few seconds of "
+#: Title of both pages.
+TITLE = "Two-stage diffusion speech enhancement: demo report"
+
+#: The banner of a report on the fallback test data (plain text).
+FALLBACK_TEXT = (
+    "WARNING: the test data were built from the few seconds of "
     "committed fixtures (the Debian audio packages could not be fetched). "
-    "The numbers below are a smoke test, not a measurement.**"
+    "The numbers below are a smoke test, not a measurement."
 )
 
 
+class Section(NamedTuple):
+    """One titled table of the report and the paragraphs below it.
+
+    Cells and paragraphs are text with inline markdown (code spans, bold,
+    links) only, which both renderers understand.
+    """
+
+    title: str
+    header: list
+    rows: list
+    paragraphs: list
+
+
 def write_report(folder, report):
-    """Write ``report.json`` and ``report.md`` into ``folder``.
+    """Write ``report.json``, ``report.md`` and ``report.html``.
 
     Arguments
     ---------
@@ -84,8 +108,12 @@ def write_report(folder, report):
     >>> (folder / "report.md").read_text().splitlines()[-1]
     '- a note'
     """
+    # imported here: html_report builds on this module's sections
+    from speechbrain_elbo.demo.html_report import render_html
+
     write_json_atomic(folder / "report.json", report)
     write_text_atomic(folder / "report.md", render_markdown(report) + "\n")
+    write_text_atomic(folder / "report.html", render_html(report))
 
 
 def _fmt(value, digits=3):
@@ -204,11 +232,27 @@ def _model_line(model):
     return text
 
 
-def _header(report):
-    lines = ["# Two-stage diffusion speech enhancement: demo report", ""]
+def header_entries(report):
+    """The header of the report: (label, text) lines, text in inline markdown.
+
+    Arguments
+    ---------
+    report : dict
+        The report; missing sections give no line.
+
+    Returns
+    -------
+    list of (str, str)
+
+    Example
+    -------
+    >>> header_entries({"settings": {"sampler": {"name": "euler",
+    ...     "steps": 4}, "seed": 0, "device": "cpu", "threads": 1}})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('Sampler', 'euler, 4 steps; seed 0 (item k: seed + k)'),
+     ('Hardware of this run', 'cpu, 1 torch thread(s)')]
+    """
     data = report.get("data", {})
-    if data.get("fallback"):
-        lines += [FALLBACK_WARNING, ""]
     entries = []
     model = report.get("model")
     if model:
@@ -249,7 +293,16 @@ def _header(report):
                 ", ".join(f"{k} {_fmt(v, 1)} s" for k, v in timing.items()),
             )
         )
-    lines += [f"- **{label}**: {text}" for label, text in entries]
+    return entries
+
+
+def _header(report):
+    lines = [f"# {TITLE}", ""]
+    if report.get("data", {}).get("fallback"):
+        lines += [f"> **{FALLBACK_TEXT}**", ""]
+    lines += [
+        f"- **{label}**: {text}" for label, text in header_entries(report)
+    ]
     return lines + [""]
 
 
@@ -296,20 +349,20 @@ def _quality(systems):
                 for k in ("sig", "bak", "ovrl")
             ]
         rows.append(row)
-    lines = ["## Enhancement quality and cost", ""]
-    lines += _table(header, rows)
-    return lines + [
-        "",
-        "Means over the test items (PESQ-WB: ITU-T P.862.2, 1.04-4.64; "
-        "ESTOI: 0-1; SI-SDR in dB; higher is better). NFE: score-network "
-        "evaluations per utterance (stage 1+2 adds one refiner pass). RTF: "
-        "processing time / audio duration.",
-        "",
-    ]
+    return Section(
+        "Enhancement quality and cost",
+        header,
+        rows,
+        [
+            "Means over the test items (PESQ-WB: ITU-T P.862.2, 1.04-4.64; "
+            "ESTOI: 0-1; SI-SDR in dB; higher is better). NFE: score-network "
+            "evaluations per utterance (stage 1+2 adds one refiner pass). "
+            "RTF: processing time / audio duration."
+        ],
+    )
 
 
 def _elbo(elbo):
-    lines = ["## ELBO terms (bits per real dimension, lower is better)", ""]
     header = ["decoder", "-ELBO", "prior", "diffusion", "reconstruction"]
     header += ["std. err.", "decoder variance"]
     variances = elbo.get("decoder_variance", {})
@@ -324,7 +377,7 @@ def _elbo(elbo):
             + [_fmt(terms.get(key), 4) for key in keys]
             + [f"{variances.get(name, 0.0):.3g}"]
         )
-    lines += _table(header, rows)
+    paragraphs = []
     difference = elbo.get("difference")
     if difference:
         verdict = (
@@ -332,20 +385,17 @@ def _elbo(elbo):
             if difference["lower_by_two_stderr"]
             else "NOT lower than stage 1's by two standard errors"
         )
-        lines += [
-            "",
+        paragraphs.append(
             f"Stage 1+2 minus stage 1: {difference['mean']:+.4f} bits per "
             f"dimension, standard error {difference['stderr']:.4f} over the "
             f"{difference['crops']} crops (paired, same draws): the "
-            f"two-stage -ELBO is {verdict}.",
-        ]
-    return lines + [
-        "",
+            f"two-stage -ELBO is {verdict}."
+        )
+    paragraphs += [
         "Decoders: stage 1 uses the Tweedie estimate at t_eps as the mean "
         "of its Gaussian decoder; stage 1+2 uses the refiner applied to that "
         "estimate (refiner.decode, docs/method.md section 7); each row's "
         "variance is in its last column.",
-        "",
         f"On {elbo.get('items')} test crops of at most "
         f"{_fmt(elbo.get('crop_seconds'), 2)} s; "
         f"{elbo.get('diffusion_samples')} diffusion and "
@@ -353,8 +403,13 @@ def _elbo(elbo):
         "crop, the same random draws for both rows (so prior and diffusion "
         "agree and the rows differ by the reconstruction term). Decoder "
         f"variance: {variances.get('source', '?')}.",
-        "",
     ]
+    return Section(
+        "ELBO terms (bits per real dimension, lower is better)",
+        header,
+        rows,
+        paragraphs,
+    )
 
 
 def _ioc(ioc):
@@ -364,16 +419,17 @@ def _ioc(ioc):
             ioc["t"], ioc["sigma"], ioc["ioc"], ioc["ioc_std"], strict=True
         )
     ]
-    lines = ["## Importance of Condition", ""]
-    lines += _table(["t", "sigma_t", "IoC", "std over items"], rows)
-    return lines + [
-        "",
-        f"IoC(t) = |J_y|^2 / (|J_y|^2 + |J_x|^2) of the Tweedie estimate on "
-        f"{ioc.get('items')} crops, {ioc.get('probes')} Hutchinson probe(s) "
-        "per time: near 1 the model copies the noisy input, near 0 it "
-        "follows the diffused state.",
-        "",
-    ]
+    return Section(
+        "Importance of Condition",
+        ["t", "sigma_t", "IoC", "std over items"],
+        rows,
+        [
+            "IoC(t) = |J_y|^2 / (|J_y|^2 + |J_x|^2) of the Tweedie estimate "
+            f"on {ioc.get('items')} crops, {ioc.get('probes')} Hutchinson "
+            "probe(s) per time: near 1 the model copies the noisy input, "
+            "near 0 it follows the diffused state."
+        ],
+    )
 
 
 def _per_item(per_item):
@@ -390,7 +446,53 @@ def _per_item(per_item):
             scores = item.get(name, {})
             row += [_fmt(scores.get("pesq"), 2), _fmt(scores.get("si_sdr"), 1)]
         rows.append(row)
-    return ["## Per item", ""] + _table(header, rows) + [""]
+    return Section("Per item", header, rows, [])
+
+
+def sections(report):
+    """The tables of the report, in the order of the pages.
+
+    The per-item table is the last one; the pages put the figures before
+    it.
+
+    Arguments
+    ---------
+    report : dict
+        The report; a section without data is left out.
+
+    Returns
+    -------
+    list of Section
+
+    Example
+    -------
+    >>> ioc = {"t": [0.5], "sigma": [0.1], "ioc": [0.8], "ioc_std": [0.0],
+    ...        "items": 1, "probes": 1}
+    >>> [s.title for s in sections({"ioc": ioc})]
+    ['Importance of Condition']
+    >>> sections({"ioc": ioc})[0].rows
+    [['0.500', '0.1000', '0.800', '0.000']]
+    """
+    found = []
+    if report.get("systems"):
+        found.append(_quality(report["systems"]))
+    elbo = report.get("elbo")
+    if elbo and elbo.get("stage1"):
+        found.append(_elbo(elbo))
+    ioc = report.get("ioc")
+    if ioc and ioc.get("t"):
+        found.append(_ioc(ioc))
+    if report.get("per_item"):
+        found.append(_per_item(report["per_item"]))
+    return found
+
+
+def _markdown(section):
+    lines = [f"## {section.title}", ""]
+    lines += _table(section.header, section.rows)
+    for paragraph in section.paragraphs:
+        lines += ["", paragraph]
+    return lines + [""]
 
 
 def render_markdown(report):
@@ -421,21 +523,17 @@ def render_markdown(report):
     - a note
     """
     lines = _header(report)
-    if report.get("systems"):
-        lines += _quality(report["systems"])
-    elbo = report.get("elbo")
-    if elbo and elbo.get("stage1"):
-        lines += _elbo(elbo)
-    ioc = report.get("ioc")
-    if ioc and ioc.get("t"):
-        lines += _ioc(ioc)
+    tables = sections(report)
+    per_item = tables.pop() if report.get("per_item") else None
+    for section in tables:
+        lines += _markdown(section)
     figures = report.get("figures", {})
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{name}]({path})" for name, path in figures.items()]
         lines.append("")
-    if report.get("per_item"):
-        lines += _per_item(report["per_item"])
+    if per_item:
+        lines += _markdown(per_item)
     notes = report.get("notes", [])
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes]

@@ -51,11 +51,13 @@ from speechbrain_elbo.metrics import estoi, nan_mean, pesq_wb, si_sdr
 
 __all__ = [
     "DEFAULT_OUT",
+    "LISTEN_METRIC",
     "TRAIN_LOGS",
     "DemoError",
     "DemoOptions",
     "ElboOptions",
     "IocOptions",
+    "gain_items",
     "run_demo",
 ]
 
@@ -231,17 +233,57 @@ def _system_stats(rows):
     return stats
 
 
-def _median_gain_item(per_item, system):
-    gains = [
-        (item[system]["pesq"] - item["noisy"]["pesq"], index)
+#: The per-item score that chooses the items to listen to.
+LISTEN_METRIC = "pesq"
+
+
+def gain_items(per_item, system, metric=LISTEN_METRIC):
+    """The items with the best, median and worst gain of ``system``.
+
+    The gain of an item is ``system``'s score minus the noisy input's;
+    items whose score is not finite (a failed PESQ) are left out. An item
+    that holds several ranks (few items) is listed once with all of them.
+
+    Arguments
+    ---------
+    per_item : list of dict
+        The report's ``per_item`` records.
+    system : str
+        The system whose gain ranks the items (``"stage1+2"``).
+    metric : str
+        The score (``"pesq"``).
+
+    Returns
+    -------
+    list of (int, list of str, float)
+        (index into ``per_item``, ranks, gain), best first; ``[(0,
+        ["first"], nan)]`` when no item has a finite gain.
+
+    Example
+    -------
+    >>> rows = [{"noisy": {"pesq": 1.0}, "s": {"pesq": p}}
+    ...         for p in (1.5, 1.2, 2.0, float("nan"))]
+    >>> [(i, r, round(g, 2)) for i, r, g in gain_items(rows, "s")]
+    [(2, ['best'], 1.0), (0, ['median'], 0.5), (1, ['worst'], 0.2)]
+    >>> gain_items(rows[:1], "s")
+    [(0, ['best', 'median', 'worst'], 0.5)]
+    """
+    gains = sorted(
+        (item[system][metric] - item["noisy"][metric], index)
         for index, item in enumerate(per_item)
-        if math.isfinite(item[system]["pesq"])
-        and math.isfinite(item["noisy"]["pesq"])
-    ]
+        if math.isfinite(item[system][metric])
+        and math.isfinite(item["noisy"][metric])
+    )
     if not gains:
-        return 0
-    gains.sort()
-    return gains[len(gains) // 2][1]
+        return [(0, ["first"], math.nan)]
+    chosen = {}
+    for rank, (gain, index) in (
+        ("best", gains[-1]),
+        ("median", gains[len(gains) // 2]),
+        ("worst", gains[0]),
+    ):
+        chosen.setdefault(index, (index, [], gain))[1].append(rank)
+    return list(chosen.values())
 
 
 # ---------------------------------------------------------------------------
@@ -517,6 +559,68 @@ class _DemoRun:
         summary["item_ids"] = [self.items[i]["id"] for i in chosen]
         self.report["ioc"] = summary
 
+    def choose_listening(self, tmp):
+        """The items to listen to in ``report.html``, their audio files.
+
+        The best, median and worst PESQ gain of the last stage
+        (:func:`gain_items`); their noisy input and clean reference are
+        written under ``tmp/listen`` (the enhanced files are already in
+        ``enhanced/``), all as paths relative to the output folder.
+        """
+        system = self.names[-1]
+        entries = []
+        for index, ranks, gain in gain_items(self.per_item, system):
+            uid = self.per_item[index]["id"]
+            audio = {}
+            for name, wave in zip(
+                ("noisy", "clean"), self.waves[index], strict=True
+            ):
+                fileio.write_audio_atomic(
+                    tmp / "listen" / name / f"{uid}.wav", wave, self.rate
+                )
+                audio[name] = f"listen/{name}/{uid}.wav"
+            for name in self.names[1:]:
+                audio[name] = f"enhanced/{name}/{uid}.wav"
+            entries.append(
+                {"id": uid, "ranks": ranks, "gain": gain, "audio": audio}
+            )
+        self.report["listening"] = {
+            "metric": LISTEN_METRIC,
+            "system": system,
+            "items": entries,
+        }
+
+    def _item_spectrograms(self, tmp, entry):
+        """Spectrograms of one listening item; its path in the folder."""
+        index = next(
+            i for i, r in enumerate(self.per_item) if r["id"] == entry["id"]
+        )
+        record = self.per_item[index]
+        noisy, clean = self.waves[index]
+        panels = {f"noisy (PESQ {record['noisy']['pesq']:.2f})": noisy}
+        for name in self.names[1:]:
+            path = tmp / entry["audio"][name]
+            label = f"{SYSTEM_LABELS[name]} (PESQ {record[name]['pesq']:.2f})"
+            panels[label] = read_mono(path, self.rate)
+        panels["clean reference"] = clean
+        ranks = entry["ranks"]
+        system = self.report["listening"]["system"]
+        if ranks == ["first"]:
+            title = f"{record['id']} (no finite PESQ gain)"
+        else:
+            title = (
+                f"{record['id']}: the item with the {' and '.join(ranks)} "
+                f"PESQ gain of {system}"
+            )
+        # the median item's is the figure of report.md too
+        name = "spectrograms"
+        if "median" not in ranks and ranks != ["first"]:
+            name = f"spectrograms_{ranks[0]}"
+        figures.plot_spectrograms(
+            tmp / "figures" / f"{name}.png", panels, self.rate, title
+        )
+        return name, f"figures/{name}.png"
+
     def draw_figures(self, tmp):
         """The figures into ``tmp/figures``; their paths in the report."""
         drawn = {}
@@ -527,21 +631,11 @@ class _DemoRun:
                 "(pip install matplotlib)."
             )
             return
-        best = self.names[-1]
-        index = _median_gain_item(self.per_item, best)
-        record = self.per_item[index]
-        noisy, clean = self.waves[index]
-        panels = {f"noisy (PESQ {record['noisy']['pesq']:.2f})": noisy}
-        for name in self.names[1:]:
-            path = tmp / "enhanced" / name / f"{record['id']}.wav"
-            label = f"{SYSTEM_LABELS[name]} (PESQ {record[name]['pesq']:.2f})"
-            panels[label] = read_mono(path, self.rate)
-        panels["clean reference"] = clean
-        title = f"{record['id']}: the item with the median PESQ gain of {best}"
-        figures.plot_spectrograms(
-            tmp / "figures" / "spectrograms.png", panels, self.rate, title
-        )
-        drawn["spectrograms"] = "figures/spectrograms.png"
+        for entry in self.report["listening"]["items"]:
+            name, path = self._item_spectrograms(tmp, entry)
+            entry["spectrogram"] = path
+            if name == "spectrograms":
+                drawn[name] = path
         if "ioc" in self.report:
             figures.plot_ioc(tmp / "figures" / "ioc.png", self.report["ioc"])
             drawn["ioc"] = "figures/ioc.png"
@@ -586,6 +680,8 @@ class _DemoRun:
                 systems, audio = self.enhance(tmp / "enhanced")
             self.describe(audio)
             self.report["systems"] = systems
+            with self.step("Choosing the items to listen to"):
+                self.choose_listening(tmp)
             if self.options.elbo.items > 0:
                 with self.step("Estimating the ELBO terms", "elbo"):
                     self.elbo()
