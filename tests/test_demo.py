@@ -1,9 +1,14 @@
 """The demo: report, figures, enhanced files, data preparation, errors."""
 
+import functools
+import http.server
 import importlib.util
 import json
 import math
 import pathlib
+import re
+import shutil
+import threading
 
 import pytest
 import soundfile as sf
@@ -38,6 +43,18 @@ SCORE_LOG = (
     "valid loss: 9.32e-01, valid count: 2, valid pesq: 1.05\n"
     "test: noisy - test utterances: 10, test pesq: 1.02\n"
 )
+#: Debian's chromium, headless, offline (tools/install_browser.sh installs it)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 REFINER_LOG = (
     "epoch: 1, lr: 1.00e-04 - train loss: 3.51, train batches: [8, 8] - "
     "valid loss: 3.52, valid pesq: 1.04, valid stage1_pesq: 1.04\n"
@@ -224,8 +241,183 @@ def test_report_markdown_figures_and_model(demo_run, tiny_model):
     assert "- **Training logs**: score 2 epoch(s), refiner 1 epoch(s)" in header
     assert "- **Hardware of this run**: cpu, 1 torch thread(s)" in header
     assert "{" not in header  # no dict dumped
-    for name in ("report.md", "report.json"):
+    for name in ("report.md", "report.json", "report.html"):
         assert str(root) not in (out / name).read_text(), name
+
+
+def test_listening_items_and_html_page(demo_run):
+    result, out, root = demo_run
+    listening = result["listening"]
+    assert (listening["metric"], listening["system"]) == ("pesq", "stage1+2")
+    entries = listening["items"]
+    ranks = [rank for entry in entries for rank in entry["ranks"]]
+    assert sorted(ranks) == ["best", "median", "worst"]
+    records = {r["id"]: r for r in result["per_item"]}
+    gains = [
+        records[e["id"]]["stage1+2"]["pesq"] - records[e["id"]]["noisy"]["pesq"]
+        for e in entries
+    ]
+    assert [e["gain"] for e in entries] == pytest.approx(gains)
+    assert gains == sorted(gains, reverse=True)  # best first
+    items = {i["id"]: i for i in demo.load_test_items(root / "data", 2)}
+    for entry in entries:
+        assert set(entry["audio"]) == {"noisy", "stage1", "stage1+2", "clean"}
+        for name, path in entry["audio"].items():
+            wav, rate = sf.read(out / path, dtype="float32")
+            if name in ("noisy", "clean"):  # the input files, unchanged
+                source, _ = sf.read(items[entry["id"]][name], dtype="float32")
+                assert wav == pytest.approx(source, abs=1e-4)
+        assert (out / entry["spectrogram"]).read_bytes()[:8] == PNG
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page and "http" not in page  # no JS, no network
+    assert page.count("<audio ") == 4 * len(entries)
+    # every relative link of the page is a file of the demo folder
+    for link in re.findall(r'(?:src|href)="([^"]+)"', page):
+        if not link.startswith(("data:", "#")):
+            assert (out / link).is_file(), link
+    assert str(root) not in page
+    # the numbers are the markdown report's: each row of its tables
+    rows = [
+        line.strip("| ").split(" | ")
+        for line in (out / "report.md").read_text().splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    assert len(rows) > 10
+    for cells in rows:
+        tag = "th" if cells[0] in ("system", "decoder", "t", "id") else "td"
+        assert "".join(f"<{tag}>{c}</{tag}>" for c in cells) in page, cells
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _serve(folder):
+    """A static file server of ``folder`` on 127.0.0.1 (a daemon thread)."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _browse(browser, url):
+    """Load ``url``; what the page loaded, and what failed."""
+    page = browser.new_page()
+    problems = []
+    page.on(
+        "console",
+        lambda m: m.type == "error" and problems.append(f"console: {m.text}"),
+    )
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on(
+        "response",
+        lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"),
+    )
+
+    def failed(request):
+        # a player that has its metadata stops its download (range-less
+        # servers): net::ERR_ABORTED on a media request is not a failure
+        if (request.resource_type, request.failure) != (
+            "media",
+            "net::ERR_ABORTED",
+        ):
+            problems.append(f"failed: {request.url} {request.failure}")
+
+    page.on("requestfailed", failed)
+    page.goto(url, wait_until="load")
+    page.wait_for_function(
+        "[...document.querySelectorAll('audio')]"
+        ".every(a => a.readyState >= 1 || a.error)",
+        timeout=20000,
+    )
+    state = page.evaluate(
+        """() => ({
+        images: [...document.images].map(i => [i.getAttribute('src'),
+                                               i.naturalWidth]),
+        audio: [...document.querySelectorAll('audio')].map(
+            a => [a.getAttribute('src'), a.readyState, a.error ? a.error.code
+                  : null, a.duration]),
+        tables: [...document.querySelectorAll('section[id] table')].map(
+            t => [t.closest('section[id]').id, t.tBodies[0].rows.length]),
+        players: [...document.querySelectorAll('section.item')].map(
+            s => s.querySelectorAll('audio').length),
+    })"""
+    )
+    state["problems"] = problems
+    return page, state
+
+
+def test_html_report_in_chromium(demo_run, tmp_path):
+    """report.html in headless Chromium: players, images, tables, no error."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api",
+        reason="playwright is not installed (pip install playwright)",
+    )
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not pathlib.Path(chromium).is_file():
+        pytest.skip("Debian's chromium is absent (tools/install_browser.sh)")
+    result, out, _ = demo_run
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("model"))
+    missing_wav = result["listening"]["items"][0]["audio"]["stage1"]
+    (broken / missing_wav).unlink()
+    (broken / "figures" / "ioc.png").unlink()
+    servers = [_serve(out), _serve(broken)]
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=CHROMIUM_ARGS
+            )
+            try:
+                url = f"http://127.0.0.1:{servers[0].server_port}/report.html"
+                page, state = _browse(browser, url)
+                # working audio: a (muted) player plays
+                played = page.evaluate(
+                    """async () => {
+                    const a = document.querySelector('audio');
+                    a.muted = true; await a.play();
+                    await new Promise(r => setTimeout(r, 300));
+                    a.pause(); return a.currentTime; }"""
+                )
+                url = f"http://127.0.0.1:{servers[1].server_port}/report.html"
+                _, bad = _browse(browser, url)
+            finally:
+                browser.close()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert state["problems"] == []
+    entries = result["listening"]["items"]
+    assert len(state["audio"]) == 4 * len(entries)
+    seconds = {r["id"]: r["duration_s"] for r in result["per_item"]}
+    for src, ready, error, duration in state["audio"]:
+        assert ready >= 1 and error is None, src
+        assert duration == pytest.approx(seconds[pathlib.Path(src).stem])
+    assert state["players"] == [4] * len(entries)
+    assert played > 0
+    images = dict(state["images"])
+    assert set(images) == {e["spectrogram"] for e in entries} | set(
+        result["figures"].values()
+    )
+    assert all(width > 0 for width in images.values()), images
+    players = {f"item-{e['id']}": 4 for e in entries}  # one row a player
+    assert dict(state["tables"]) == {
+        "enhancement-quality-and-cost": 3,
+        "elbo-terms-bits-per-real-dimension-lower-is-better": 2,
+        "importance-of-condition": 3,
+        "per-item": 2,
+        **players,
+    }
+    # the checks catch a missing file: the broken copy fails them
+    assert any(
+        p.startswith("404") and missing_wav in p for p in bad["problems"]
+    )
+    assert any(p.startswith("404") and "ioc.png" in p for p in bad["problems"])
+    assert dict(bad["images"])["figures/ioc.png"] == 0
+    assert [s for s, _, e, _ in bad["audio"] if e is not None] == [missing_wav]
 
 
 def test_items_are_enhance_stages_with_seed_plus_index(
