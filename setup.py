@@ -37,7 +37,11 @@ setup(
         "sentencepiece",
         "soundfile",
     ],
-    extras_require={"dev": ["pytest==9.2.0", "ruff==0.17.6"]},
+    extras_require={
+        # playwright drives Debian's chromium (tools/install_browser.sh) in
+        # the test of the demo's report.html; its browsers are not needed
+        "dev": ["pytest==9.2.0", "ruff==0.17.6", "playwright==1.65.2"]
+    },
     entry_points={
         "console_scripts": [
             "speechbrain-elbo-enhance=speechbrain_elbo.cli:main",
