@@ -10,9 +10,12 @@ split, and writes into an output folder (``results/demo``):
   noisy input, stage 1 and stage 1+2; the ELBO terms with the Tweedie
   decoder (stage 1) and the refiner as decoder (stage 1+2); the Importance
   of Condition curve;
-- ``figures/``: spectrograms of one utterance (noisy, stage 1, stage 1+2,
+- ``report.html``: the same for a browser, with audio players for the
+  items with the best, median and worst gain;
+- ``figures/``: spectrograms of those items (noisy, stage 1, stage 1+2,
   clean), the IoC curve, the model's training curves;
 - ``enhanced/stage1/`` and ``enhanced/stage1+2/``: the enhanced WAV files;
+  ``listen/``: the noisy and clean files of the items of ``report.html``;
 - ``model/``: a copy of the model folder used (with its full model card).
 
 The modules, in the order of a run:
@@ -24,9 +27,10 @@ The modules, in the order of a run:
   ``DiffusionEnhancement.enhance_stages`` (stage 1 and stage 1+2 from the
   same sample), score and time;
 - :mod:`~speechbrain_elbo.demo.analysis`: the ELBO terms and the IoC curve;
-- :mod:`~speechbrain_elbo.demo.figures` and
-  :mod:`~speechbrain_elbo.demo.report`: the figures, ``report.md`` and
-  ``report.json``.
+- :mod:`~speechbrain_elbo.demo.figures`,
+  :mod:`~speechbrain_elbo.demo.report` and
+  :mod:`~speechbrain_elbo.demo.html_report`: the figures, ``report.md``,
+  ``report.json`` and ``report.html``.
 
 Training a model from scratch first (``make demo-train``) needs the recipe
 of a source checkout: ``tools/demo_train.py`` runs it, then
