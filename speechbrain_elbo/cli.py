@@ -6,7 +6,8 @@ Usage (also ``python -m speechbrain_elbo``)::
         [--steps N] [--sampler {pc,euler,heun,ode}] [--corrector-steps N]
         [--seed S] [--device DEV] [--no-refiner] [--batch-size B]
         [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
-        [--subtype SUBTYPE] [--overwrite] [--quiet]
+        [--subtype SUBTYPE] [--overwrite | --resume] [--manifest CSV]
+        [--quiet]
 
 MODEL is an exported model folder, the name of a bundled model (see
 :func:`speechbrain_elbo.pretrained.available`) or a Hugging Face Hub id
@@ -17,7 +18,12 @@ Each output is written to OUT_DIR as ``<name>.wav`` (for folders, under the
 same relative path), atomically. Inputs of equal length at the model's
 sample rate are enhanced together in batches; long files are streamed in
 overlapping chunks; other sample rates are resampled. The input is never
-overwritten. On bad input the command prints one line on stderr and exits
+overwritten. Each file's noise depends on ``--seed`` and the file only.
+A file that cannot be enhanced is reported on one line of stderr and the
+others go on; the manifest (``OUT_DIR/manifest.csv``) has a row per input.
+``--resume`` skips the files whose output exists (a killed run goes on).
+Run under ``torchrun --nproc_per_node=N`` it shares the files among the
+processes (:mod:`speechbrain_elbo.corpus`). On bad input the command exits
 with status 1 (2 for a malformed command line). The progress bar counts
 seconds of audio enhanced.
 
@@ -28,7 +34,6 @@ Example
 """
 
 import argparse
-import collections
 import pathlib
 import sys
 
@@ -149,6 +154,16 @@ def build_parser():
         "--overwrite",
         action="store_true",
         help="replace existing output files",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the files whose output exists (continue a killed run)",
+    )
+    parser.add_argument(
+        "--manifest",
+        default=None,
+        help="CSV with a row per input (default OUT/manifest.csv)",
     )
     parser.add_argument(
         "--quiet",
@@ -298,47 +313,6 @@ def _load_model(args):
     )
 
 
-def _plan(enhancer, pairs, mix_down, batch_size):
-    """Group the inputs: batches of equal-length files, and single files.
-
-    Returns the batches, the singles and each input's seconds of audio.
-    """
-    from speechbrain_elbo.audio_input import (
-        EnhancementInputError,
-        check_audio_file,
-    )
-
-    chunk = int(round(enhancer.chunk_seconds * enhancer.sample_rate))
-    groups = collections.defaultdict(list)
-    singles = []
-    seconds = {}
-    for source, target in pairs:
-        try:
-            info = check_audio_file(
-                source, mix_down, mix_down_hint="pass --mix-down"
-            )
-        except EnhancementInputError as error:
-            # the command's one-line messages end without a full stop
-            raise CommandError(str(error).rstrip(".")) from error
-        seconds[source] = info.frames / info.sample_rate
-        if info.sample_rate == enhancer.sample_rate and info.frames <= chunk:
-            groups[info.frames].append((source, target))
-        else:
-            singles.append((source, target))
-    batches = []
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            batches.append(members[start : start + batch_size])
-    return batches, singles, seconds
-
-
-def _load_checked(enhancer, source, mix_down):
-    """Read one file and run the interface's input checks on it alone."""
-    wave = enhancer.load_waveform(source, mix_down)
-    enhancer.check_waveforms(wave[None], names=[str(source)])
-    return wave
-
-
 def _check_device(device):
     if device is None:
         return
@@ -361,78 +335,46 @@ def _check_device(device):
 
 
 def _run(args):
-    from speechbrain_elbo.fileio import write_audio_atomic
+    """Enhance the inputs (:func:`speechbrain_elbo.corpus.enhance_corpus`).
+
+    Returns its :class:`~speechbrain_elbo.corpus.CorpusSummary`.
+    """
+    from speechbrain.utils.distributed import if_main_process
+
+    from speechbrain_elbo.corpus import enhance_corpus
 
     if args.batch_size < 1:
         raise CommandError("--batch-size must be >= 1")
     if args.steps is not None and args.steps < 1:
         raise CommandError("--steps must be >= 1")
     _check_device(args.device)
-    pairs = collect_inputs(args.inputs, args.out)
-    if not args.overwrite:
-        for _, target in pairs:
-            if target.exists():
-                raise CommandError(
-                    f"{target} exists; pass --overwrite to replace it"
-                )
-    enhancer = _load_model(args)
-    options = dict(
+
+    def load(device):
+        # each process loads the model on its device; one default note
+        own = argparse.Namespace(**vars(args))
+        own.device = device
+        own.quiet = args.quiet or not if_main_process()
+        return _load_model(own)
+
+    return enhance_corpus(
+        args.inputs,
+        args.out,
+        load,
+        device=args.device,
         sampler=args.sampler,
         steps=args.steps,
         corrector_steps=args.corrector_steps,
         use_refiner=False if args.no_refiner else None,
         seed=args.seed,
+        batch_size=args.batch_size,
+        mix_down=args.mix_down,
+        subtype=args.subtype,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        manifest=args.manifest,
+        quiet=args.quiet,
+        prog=PROG,
     )
-    enhancer.make_sampler(args.sampler, args.steps, args.corrector_steps)
-    enhancer._use_refiner(options["use_refiner"])
-    batches, singles, seconds = _plan(
-        enhancer, pairs, args.mix_down, args.batch_size
-    )
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=round(sum(seconds.values()), 2),
-        unit="s",
-        unit_scale=False,
-        bar_format=(
-            "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of audio "
-            "[{elapsed}<{remaining}]"
-        ),
-        disable=args.quiet,
-        desc=PROG,
-        file=sys.stderr,
-    )
-    with bar:
-        for batch in batches:
-            import torch
-
-            waves = [
-                _load_checked(enhancer, source, args.mix_down)
-                for source, _ in batch
-            ]
-            enhanced = enhancer.enhance_batch(torch.stack(waves), **options)
-            for (_, target), wav in zip(batch, enhanced, strict=True):
-                write_audio_atomic(
-                    target, wav, enhancer.sample_rate, args.subtype
-                )
-            bar.update(sum(seconds[source] for source, _ in batch))
-        for source, target in singles:
-            # the output is streamed to disk and not kept in memory; the
-            # bar advances per chunk, then settles on the file's duration
-            done = bar.n
-            enhancer._enhance_file(
-                source,
-                target,
-                args.mix_down,
-                args.subtype,
-                False,
-                progress=bar.update,
-                **options,
-            )
-            bar.n = done + seconds[source]
-            bar.refresh()
-    return len(pairs)
 
 
 def main(argv=None):
@@ -451,7 +393,7 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     try:
-        _run(args)
+        summary = _run(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -459,7 +401,7 @@ def main(argv=None):
         message = " ".join(str(error).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":
