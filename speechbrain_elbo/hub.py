@@ -34,7 +34,6 @@ Example
 (True, False, False)
 """
 
-import logging
 import pathlib
 import re
 from types import SimpleNamespace
@@ -42,8 +41,6 @@ from types import SimpleNamespace
 from speechbrain_elbo.export import HPARAMS_FILE, ModelFolderError
 
 __all__ = ["is_hub_id", "hub_files", "fetch_from_hub", "resolve_source"]
-
-logger = logging.getLogger(__name__)
 
 #: ``org/name``: one slash, Hugging Face's characters for each part.
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -248,8 +245,9 @@ def fetch_from_hub(
     :func:`speechbrain.utils.fetching.fetch`, then every file it names
     (:func:`hub_files`). Files already in the Hugging Face cache are used
     from there; with ``HF_HUB_OFFLINE=1`` nothing but the cache is used.
-    Checksums are not checked here: :func:`~speechbrain_elbo.export.
-    load_folder` checks them when it loads the returned folder.
+    Checksums are not checked here:
+    :func:`~speechbrain_elbo.export.load_folder` checks them when it loads
+    the returned folder.
 
     Arguments
     ---------
@@ -264,10 +262,11 @@ def fetch_from_hub(
     hparams_file : str
         Name of the hyperparameter file.
     local_strategy : speechbrain.utils.fetching.LocalStrategy, optional
-        How files get into ``savedir``: ``SYMLINK`` (default) or ``COPY``
-        (``COPY_SKIP_CACHE`` is treated as ``COPY``: with
-        ``huggingface_hub`` 1.0 and later, SpeechBrain 1.1.2 cannot
-        download outside the cache).
+        How files get into ``savedir``: ``SYMLINK`` (default) or ``COPY``.
+        ``NO_LINK`` leaves them in the cache (as ``savedir=None``);
+        ``COPY_SKIP_CACHE`` is treated as ``COPY`` (SpeechBrain 1.1.2
+        passes ``hf_hub_download`` a ``local_dir_use_symlinks`` argument
+        that recent ``huggingface_hub`` releases no longer accept).
 
     Returns
     -------
@@ -295,6 +294,8 @@ def fetch_from_hub(
     strategy = local_strategy or LocalStrategy.SYMLINK
     if strategy == LocalStrategy.COPY_SKIP_CACHE:
         strategy = LocalStrategy.COPY
+    if strategy == LocalStrategy.NO_LINK:
+        savedir = None
     # a fetch into savedir always renews the link, so a reused savedir
     # never serves another model's (or revision's) file
     config = FetchConfig(overwrite=True, revision=revision)

@@ -76,6 +76,7 @@ def bundled_files():
 CHILD = r"""
 import contextlib, io, json, pathlib, sys
 import torch
+from speechbrain.utils.fetching import LocalStrategy
 from speechbrain_elbo.cli import main
 from speechbrain_elbo.inference import DiffusionEnhancement
 
@@ -105,6 +106,10 @@ if enhancer is not None:
         p.name: str(p.resolve()) for p in (work / "savedir").iterdir()
     }
 attempt("cache_only", source="org/name")
+copies = work / "savedir_copy"
+attempt("copy", source="org/name", savedir=str(copies),
+        local_strategy=LocalStrategy.COPY)
+seen["copies"] = sorted(p.name for p in copies.iterdir() if p.is_symlink())
 attempt("v1", source="org/name", revision="v1")
 attempt("v1_commit", source="org/name", revision=v1_commit)
 attempt("unknown_id", source="org/unknown")
@@ -212,6 +217,9 @@ def test_hub_files_are_fetched_into_savedir_from_the_cache(hub):
     assert seen["main"]["pretrained_path"] == str(work / "savedir")
     # without savedir the files are read in the cache's snapshot folder
     assert seen["cache_only"]["pretrained_path"] == str(snapshot)
+    # LocalStrategy.COPY: regular files, no links, and it loads
+    assert seen["copy"]["pretrained_path"] == str(work / "savedir_copy")
+    assert seen["copies"] == []
 
 
 def test_revision_selects_the_snapshot(hub):
