@@ -353,6 +353,19 @@ def _load_enhancer(model, device, quiet, chunk_seconds, overlap_seconds):
     )
 
 
+def _check_cuda_index(device, rank):
+    kind, _, index = str(device).partition(":")
+    if kind != "cuda" or not index.isdigit():
+        return
+    count = torch.cuda.device_count()
+    if int(index) >= count:
+        raise ValueError(
+            f"process {rank} would run on {device}, but this machine has "
+            f"{count} CUDA device(s): start at most {count} processes per "
+            "machine (torchrun --nproc_per_node) or pass --device cpu"
+        )
+
+
 class _Part:
     """A rank's manifest part: rows appended and flushed one by one."""
 
@@ -655,6 +668,7 @@ def enhance_corpus(
         if overwrite:
             done = set()
         local = rank_device(device, get_local_rank())
+        _check_cuda_index(local, rank)
         enhancer = _load_enhancer(
             model, local, quiet or rank > 0, chunk_seconds, overlap_seconds
         )

@@ -241,3 +241,13 @@ def test_a_files_noise_does_not_depend_on_its_batch(corpus, tmp_path):
     batched = torch.from_numpy(sf.read(together / "utt05.wav")[0])
     # the same noise: equal up to float rounding of a batched network
     assert torch.allclose(one, batched, atol=1e-4 * one.abs().max())
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    from speechbrain_elbo.corpus import _check_cuda_index
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _check_cuda_index("cuda:0", 0)
+    _check_cuda_index("cpu", 1)
+    with pytest.raises(ValueError, match="start at most 1 processes per"):
+        _check_cuda_index("cuda:1", 1)
