@@ -28,7 +28,7 @@ setup(
     install_requires=[
         "torch>=2.9.1",
         "torchaudio>=2.9.1",
-        "speechbrain>=1.0.3,<2",
+        "speechbrain>=1.1.0,<2",
         "hyperpyyaml",
         "matplotlib",
         "pesq",

@@ -4,14 +4,14 @@
 # passes the test suite there.
 #
 # 1. a fresh venv receives the user's stack first (default: the lower bounds
-#    torch 2.9.1, torchaudio 2.9.1, SpeechBrain 1.0.3);
+#    torch 2.9.1, torchaudio 2.9.1, SpeechBrain 1.1.0);
 # 2. `pip install -e '.[dev]'` (no constraints file: as a user installs the
 #    plugin) must leave those three versions untouched;
 # 3. the whole suite runs there (ruff is skipped: its output does not depend
 #    on torch).
 #
 # Usage: tools/check_lower_bounds.sh [VENV_DIR] [-- PYTEST_ARGS...]
-#   TORCH=2.9.1 TORCHAUDIO=2.9.1 SPEECHBRAIN=1.0.3 tools/check_lower_bounds.sh
+#   TORCH=2.9.1 TORCHAUDIO=2.9.1 SPEECHBRAIN=1.1.0 tools/check_lower_bounds.sh
 # On x86_64, PyPI's torch is the CUDA build: the venv takes about 7 GB.
 set -euo pipefail
 VENV="${1:-/tmp/speechbrain-elbo-lower}"
@@ -20,7 +20,7 @@ shift || true
 PYTHON="${PYTHON:-python3.11}"
 TORCH="${TORCH:-2.9.1}"
 TORCHAUDIO="${TORCHAUDIO:-2.9.1}"
-SPEECHBRAIN="${SPEECHBRAIN:-1.0.3}"
+SPEECHBRAIN="${SPEECHBRAIN:-1.1.0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 if [ ! -x "$VENV/bin/python" ]; then
