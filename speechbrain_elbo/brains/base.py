@@ -4,9 +4,11 @@
   of the network inside a DDP wrapper that validation, test and export use;
 - :class:`EnhancementBrain`: the ``speechbrain.Brain`` of both stages, with
   the EMA update after each optimiser step, non-finite losses skipped on
-  every DDP rank at once, the best and the last checkpoint, test utterances
-  split across ranks, and the test summary written by the main process
-  (:data:`RESULT_FIELDS`, :data:`UTTERANCE_FIELDS`).
+  every DDP rank at once, the best and the last checkpoint (and intra-epoch
+  ones, ``ckpt_interval_minutes``) from which a killed run resumes as if
+  never stopped, test utterances split across ranks, and the test summary
+  written by the main process (:data:`RESULT_FIELDS`,
+  :data:`UTTERANCE_FIELDS`).
 
 Example
 -------
@@ -16,10 +18,12 @@ Example
 (True, False)
 """
 
+import dataclasses
 import math
 
 import speechbrain as sb
 import torch
+import yaml
 from speechbrain.utils.distributed import (
     ddp_barrier,
     if_main_process,
@@ -28,6 +32,7 @@ from speechbrain.utils.distributed import (
 from speechbrain.utils.logger import get_logger
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from speechbrain_elbo.checkpoints import RandomState
 from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.metrics import EnhancementMetrics, gather_objects
 from speechbrain_elbo.pipeline import unwrap_module, utterance_seed
@@ -39,6 +44,7 @@ __all__ = [
     "UTTERANCE_FIELDS",
     "unwrap_module",
     "make_ema",
+    "interval_run_opts",
     "EnhancementBrain",
     "summarise_systems",
 ]
@@ -121,6 +127,60 @@ def make_ema(module, decay=0.999):
     return ema
 
 
+#: SpeechBrain's run options of intra-epoch checkpoints (mutually exclusive).
+INTERVAL_OPTIONS = ("ckpt_interval_minutes", "ckpt_interval_steps")
+
+
+def interval_run_opts(hparams, run_opts):
+    """Run options where a command-line checkpoint interval replaces the
+    YAML's other one.
+
+    SpeechBrain takes ``ckpt_interval_minutes`` and ``ckpt_interval_steps``
+    from the YAML file or the command line (which wins) and stops when both
+    are positive. The recipes' YAML files set ``ckpt_interval_minutes``; a
+    run given ``--ckpt_interval_steps=N`` (and not the other) means steps
+    instead, so the YAML's minutes become 0.
+
+    Arguments
+    ---------
+    hparams : dict or None
+        The hparams given to the Brain.
+    run_opts : dict, speechbrain.RunOptions or None
+        The run options given to the Brain.
+
+    Returns
+    -------
+    speechbrain.RunOptions or the ``run_opts`` given (None, or unchanged)
+
+    Example
+    -------
+    >>> opts = interval_run_opts({"ckpt_interval_minutes": 15},
+    ...                          {"ckpt_interval_steps": 100})
+    >>> opts.ckpt_interval_minutes, opts.ckpt_interval_steps
+    (0, 100)
+    """
+    if run_opts is None or not hparams:
+        return run_opts
+    if isinstance(run_opts, dict):
+        run_opts = sb.RunOptions.from_dictionary(run_opts)
+    given = [
+        key
+        for key in INTERVAL_OPTIONS
+        if key in run_opts.overridden_args and run_opts[key] > 0
+    ]
+    if len(given) != 1:
+        return run_opts
+    other = next(key for key in INTERVAL_OPTIONS if key not in given)
+    if other in run_opts.overridden_args or not hparams.get(other):
+        return run_opts
+    logger.info(f"--{given[0]} replaces the YAML's {other}.")
+    return dataclasses.replace(
+        run_opts,
+        **{other: 0, "overridden_args": {*run_opts.overridden_args, other}},
+    )
+
+
+@sb.utils.checkpoints.register_checkpoint_hooks
 class EnhancementBrain(sb.Brain):
     """What the two stages share: EMA, non-finite losses, logs, checkpoints.
 
@@ -133,7 +193,15 @@ class EnhancementBrain(sb.Brain):
 
     Validation keeps two checkpoints: the best by PESQ-WB on the enhanced
     validation files (by loss when ``valid_enhance_utterances`` is 0) and the
-    most recent. The EMA copy is checkpointed, so resuming restores it.
+    most recent. SpeechBrain's ``ckpt_interval_minutes`` (or
+    ``ckpt_interval_steps``) adds an intra-epoch checkpoint, replaced by the
+    next one (:func:`interval_run_opts`: one given on the command line
+    replaces the YAML's other one). A checkpoint holds what a resumed run
+    needs to continue as if never stopped: weights, EMA copy, optimiser,
+    epoch counter, the position in the epoch (SpeechBrain's saveable
+    training loader, fed by its own seeded ``generator``), the batch counts
+    of the epoch and torch's random generator states
+    (:class:`~speechbrain_elbo.checkpoints.RandomState`).
     After a test, ``test_utterances`` holds the rows of the per-utterance
     test CSV (those of every rank), e.g. to average them in bins of a test
     condition with :func:`speechbrain_elbo.metrics.metric_bins`.
@@ -158,6 +226,7 @@ class EnhancementBrain(sb.Brain):
         run_opts=None,
         checkpointer=None,
     ):
+        run_opts = interval_run_opts(hparams, run_opts)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         missing = [k for k in self._required if not hasattr(self.hparams, k)]
         if missing:
@@ -177,6 +246,10 @@ class EnhancementBrain(sb.Brain):
         self.ema = make_ema(self.modules[self.net_key], self.hparams.ema_decay)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("ema", self.ema)
+            # optional: checkpoints from before it was saved still load
+            self.checkpointer.add_recoverable(
+                "rng", RandomState(self.device), optional_load=True
+            )
         self.epoch_batches = 0
         self.skipped_batches = 0
         self.train_stats = None
@@ -214,6 +287,45 @@ class EnhancementBrain(sb.Brain):
                     "Learning rate %.3g -> %.3g (hparams lr)", group["lr"], lr
                 )
                 group["lr"] = lr
+
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """SpeechBrain's loader; the training one gets its own generator.
+
+        A ``DataLoader`` draws a seed from its ``generator`` each time an
+        epoch's iteration starts, from torch's global generator when it has
+        none. Its own generator (seeded with the hparams' ``seed``) keeps
+        the global one's draws those of the training steps, which
+        :class:`~speechbrain_elbo.checkpoints.RandomState` restores on a
+        resume.
+        """
+        if stage == sb.Stage.TRAIN and "generator" not in loader_kwargs:
+            loader_kwargs["generator"] = torch.Generator().manual_seed(
+                int(self.hparams.seed)
+            )
+        return super().make_dataloader(
+            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
+        )
+
+    @sb.utils.checkpoints.mark_as_saver
+    def _save(self, path):
+        """SpeechBrain's counters, plus the epoch's batch counts."""
+        super()._save(path)
+        with open(path, encoding="utf-8") as handle:
+            state = yaml.safe_load(handle)
+        state["epoch_batches"] = self.epoch_batches
+        state["skipped_batches"] = self.skipped_batches
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(yaml.dump(state))
+
+    @sb.utils.checkpoints.mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        super()._recover(path, end_of_epoch)
+        with open(path, encoding="utf-8") as handle:
+            state = yaml.safe_load(handle)
+        self.epoch_batches = int(state.get("epoch_batches", 0))
+        self.skipped_batches = int(state.get("skipped_batches", 0))
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Update the EMA after each optimiser step."""
@@ -277,10 +389,15 @@ class EnhancementBrain(sb.Brain):
 
     # -- stages ------------------------------------------------------------
     def on_stage_start(self, stage, epoch=None):
-        """Reset the per-stage counters and metrics."""
+        """Reset the per-stage counters and metrics.
+
+        An epoch resumed from an intra-epoch checkpoint (SpeechBrain's
+        ``step`` is then not 0) keeps the batch counts it was saved with.
+        """
         if stage == sb.Stage.TRAIN:
-            self.epoch_batches = 0
-            self.skipped_batches = 0
+            if self.step == 0:
+                self.epoch_batches = 0
+                self.skipped_batches = 0
             return
         self.metrics = EnhancementMetrics(self.hparams.sample_rate)
         self.enhanced_count = 0
