@@ -8,11 +8,16 @@ normalisation of inference), made by the one enhancement pipeline
 expensive part, so it is done once per utterance (and per stochastic
 sample) and stored as ``<folder>/<split>/<id>.<k>.pt``. Generation
 
-- is resumable: existing files are kept, each file is written atomically;
-- is split across DDP ranks by utterance, with a barrier at the end;
-- is reproducible: sample k of an utterance uses the seed
-  :func:`~speechbrain_elbo.pipeline.utterance_seed` ``(seed, id, k)`` when
-  ``batch_size`` is 1;
+- is resumable: existing files are kept, each file is written atomically
+  (a process killed while writing one leaves only a hidden temporary file,
+  deleted by the next :meth:`Stage1Cache.claim`);
+- is split across DDP ranks by batch, with a barrier at the end;
+- is reproducible: the batches are the same whatever was cached before
+  and however many ranks share the work, and a batch is seeded by
+  :func:`~speechbrain_elbo.pipeline.utterance_seed` ``(seed, id, k)`` of
+  its first utterance (sample k of an utterance uses its own seed when
+  ``batch_size`` is 1), so an interrupted generation, resumed, writes the
+  files an uninterrupted one writes;
 - is tied to its settings (stage-1 checkpoint checksums, sampler, seed,
   transform) recorded in ``cache_info.json``: a cache made with other
   settings is an error unless regeneration is requested.
@@ -143,12 +148,17 @@ class Stage1Cache:
     def claim(self, settings, regenerate=False):
         """Check or record the settings of the cache (main process writes).
 
+        The main process also deletes the temporary files of writes that a
+        killed process left.
+
         Arguments
         ---------
         settings : dict
             JSON-serialisable description, from :func:`cache_settings`.
         regenerate : bool
-            Delete estimates made with other settings instead of failing.
+            Delete estimates made with other settings instead of failing
+            (estimates made with these settings are kept, so that a
+            regeneration that was interrupted resumes).
 
         Raises
         ------
@@ -171,7 +181,10 @@ class Stage1Cache:
                     "--regenerate_cache=True to rebuild it, or choose another "
                     "cache_folder."
                 )
-        if if_main_process() and (recorded != settings or regenerate):
+        if if_main_process():
+            for partial in self.folder.glob("*/.*.pt"):
+                partial.unlink(missing_ok=True)
+        if if_main_process() and recorded != settings:
             if regenerate and self.folder.is_dir():
                 for old in self.folder.glob("*/*.pt"):
                     old.unlink()
@@ -249,10 +262,14 @@ def generate_stage1_cache(
 ):
     """Generate the missing stage-1 estimates of one split.
 
-    Every rank takes every ``world_size``-th of the missing utterances
-    (sorted by length, so that batches pad little), samples them with the
-    frozen stage-1 model and its sampler, and writes one file per estimate;
-    the function returns after a barrier, when the whole split is cached.
+    The utterances, sorted by length (so that batches pad little), are cut
+    into batches of ``batch_size``; every rank takes every
+    ``world_size``-th of the batches that miss an estimate, samples them
+    with the frozen stage-1 model and its sampler, and writes the missing
+    estimates, one file each; the function returns after a barrier, when
+    the whole split is cached. The batches do not depend on what is
+    already cached nor on the number of ranks, so a resumed generation
+    writes what an uninterrupted one would.
 
     Arguments
     ---------
@@ -291,14 +308,14 @@ def generate_stage1_cache(
     with open(manifest, encoding="utf-8") as handle:
         entries = json.load(handle)
     ids = sorted(entries, key=lambda u: (float(entries[u]["length"]), u))
-    todo = {}
-    for uid, sample in cache.missing(split, ids):
-        todo.setdefault(sample, []).append(uid)
-    jobs = []
-    for sample, uids in sorted(todo.items()):
-        mine = _shard(uids)
-        for start in range(0, len(mine), batch_size):
-            jobs.append((sample, mine[start : start + batch_size]))
+    missing = set(cache.missing(split, ids))
+    jobs = [
+        (sample, ids[start : start + batch_size])
+        for sample in range(cache.samples_per_utterance)
+        for start in range(0, len(ids), batch_size)
+        if any((u, sample) in missing for u in ids[start : start + batch_size])
+    ]
+    jobs = _shard(jobs)
     written = 0
     bar = tqdm(
         jobs,
@@ -340,6 +357,8 @@ def generate_stage1_cache(
             autocast=autocast,
         ).stage1
         for index, (uid, wave) in enumerate(zip(uids, waves, strict=True)):
+            if (uid, sample) not in missing:
+                continue
             frames = transform.num_frames(wave.numel())
             cache.save(split, uid, sample, crop_frames(x_hat[index], frames))
             written += 1
