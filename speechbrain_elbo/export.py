@@ -25,7 +25,10 @@ loads, so the folder can be moved or copied.
 
 The folder is written atomically: everything goes into a temporary sibling
 folder, is loaded back once as a check, and only then replaces ``folder``
-by a rename. A reader sees the old folder or the new one, never a mix.
+by a rename. A reader sees the old folder or the new one, never a mix. A
+process killed during an export leaves at most a hidden sibling
+(``.NAME.xxxxxxxx`` being written, ``.NAME.old-xxxxxxxx`` being replaced),
+which the next export to the same folder deletes.
 
 Example
 -------
@@ -49,6 +52,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from types import SimpleNamespace
@@ -287,6 +291,20 @@ def _check_components(score_backbone, sde, transform, sampler, refiner):
         )
 
 
+def _remove_leftovers(folder):
+    """Delete the hidden siblings of ``folder`` that a killed export left:
+    its temporary folder (``tempfile.mkdtemp``'s 8 characters) and the
+    previous export being replaced (``replace_folder``'s ``old-`` ones)."""
+    pattern = re.compile(
+        rf"\.{re.escape(folder.name)}\.(old-[0-9a-f]{{8}}|[a-z0-9_]{{8}})"
+    )
+    if not folder.parent.is_dir():
+        return
+    for path in folder.parent.iterdir():
+        if path.is_dir() and pattern.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _verify(tmp, sample_rate):
     """Load the freshly written folder once, strictly, from ``tmp``."""
     hparams = load_folder(tmp)
@@ -354,6 +372,7 @@ def export_enhancer(
             "replace a folder that is not an exported model. Choose a new "
             "or empty folder."
         )
+    _remove_leftovers(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(
         tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent)
