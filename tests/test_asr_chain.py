@@ -3,8 +3,13 @@
 The ASR folder is built in the test: a random linear CTC encoder over
 filterbanks, a sentencepiece tokenizer trained on a few sentences, and a
 hyperparams.yaml loaded by SpeechBrain's own ``EncoderASR.from_hparams``
-from a local folder (no hub).
+from a local folder (no hub). The pure helpers of bench/asr_chain.py (text
+normalisation, bootstrap interval, choice of the defaults) are tested here
+too; the benchmark itself needs pocketsphinx and the MiniVB sources.
 """
+
+import importlib.util
+import pathlib
 
 import pytest
 import sentencepiece as spm
@@ -12,7 +17,12 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.inference.ASR import EncoderASR
 
-from speechbrain_elbo.asr import EnhanceThenTranscribe, resample_batch
+from speechbrain_elbo.asr import (
+    ASR_DEFAULTS,
+    EnhanceThenTranscribe,
+    mix_noisy,
+    resample_batch,
+)
 from speechbrain_elbo.inference import DiffusionEnhancement
 
 SENTENCES = [
@@ -110,7 +120,7 @@ def test_enhance_then_transcribe(enhancer, tmp_path, asr_rate):
         source=str(folder), savedir=str(tmp_path / "save")
     )
     calls = spy_on(asr)
-    chain = EnhanceThenTranscribe(enhancer, asr, steps=1, seed=0)
+    chain = EnhanceThenTranscribe(enhancer, asr, mix_noisy=0, steps=1, seed=0)
     g = torch.Generator().manual_seed(1)
     wavs = torch.zeros(2, 8000)
     wavs[0] = 0.1 * torch.randn(8000, generator=g)
@@ -143,7 +153,7 @@ def test_transcribe_file_and_input_rate(enhancer, tmp_path):
     folder = make_asr_folder(tmp_path / "asr", 16000)
     asr = EncoderASR.from_hparams(source=str(folder))
     calls = spy_on(asr)
-    chain = EnhanceThenTranscribe(enhancer, asr, steps=1, seed=0)
+    chain = EnhanceThenTranscribe(enhancer, asr, mix_noisy=0, steps=1, seed=0)
     path = tmp_path / "noisy.wav"
     sf.write(path, (0.1 * torch.randn(12000)).numpy(), 24000)
     text = chain.transcribe_file(path)
@@ -175,3 +185,163 @@ def test_resample_batch_lengths():
 def test_rejects_non_asr(enhancer):
     with pytest.raises(TypeError, match="transcribe_batch"):
         EnhanceThenTranscribe(enhancer, object())
+
+
+def test_mix_noisy_hand_computed():
+    enhanced = torch.tensor([[1.0, 2.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    noisy = torch.tensor([[2.0, 4.0, 1.0, 7.0], [-3.0, 1.0, 0.0, 0.0]])
+    out = mix_noisy(enhanced, noisy, 0.25, torch.tensor([0.75, 1.0]))
+    # row 0: gain <n,e>/<e,e> = 10/5 = 2 over the 3 valid samples:
+    # 0.75 * 2 * [1, 2, 0] + 0.25 * [2, 4, 1], then the padding is zero
+    # row 1: <n,e> = -3 < 0, so the gain is 0: a quarter of the noisy input
+    expected = torch.tensor([[2.0, 4.0, 0.25, 0.0], [-0.75, 0.25, 0.0, 0.0]])
+    assert torch.allclose(out, expected)
+    # the scale alignment: a halved estimate is brought back to the input
+    clean = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(mix_noisy(0.5 * clean, clean, 0.0), clean)
+    # a silent estimate leaves the share of the input
+    assert torch.equal(
+        mix_noisy(torch.zeros(3), torch.ones(3), 0.4), torch.full((3,), 0.4)
+    )
+    assert torch.equal(mix_noisy(clean, 3 * clean, 1.0), 3 * clean)
+    with pytest.raises(ValueError, match="noisy share must lie in"):
+        mix_noisy(clean, clean, 1.5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        mix_noisy(clean, clean[:10], 0.5)
+
+
+class Rolled:
+    """A stand-in enhancer: the input shifted by a sample, halved."""
+
+    sample_rate = 16000
+
+    def enhance_batch(self, wavs, lengths=None, **options):
+        return 0.5 * torch.roll(wavs, 1, -1)
+
+    def enhance_file(self, path, mix_down=False, **options):
+        from speechbrain_elbo.asr import noisy_at_rate
+
+        return self.enhance_batch(noisy_at_rate(path, 16000, mix_down))
+
+
+def test_mix_option_reaches_the_chain(tmp_path):
+    import soundfile as sf
+
+    from speechbrain_elbo.asr import noisy_at_rate
+
+    folder = make_asr_folder(tmp_path / "asr", 8000)
+    asr = EncoderASR.from_hparams(source=str(folder))
+    calls = spy_on(asr)
+    g = torch.Generator().manual_seed(2)
+    wavs = 0.1 * torch.randn(2, 8000, generator=g)
+    wavs[1, 4800:] = 0
+    lengths = torch.tensor([1.0, 0.6])
+    enhancer = Rolled()
+    chain = EnhanceThenTranscribe(enhancer, asr, mix_noisy=0.5, steps=1)
+    assert chain.mix_noisy == 0.5
+    chain.transcribe_batch(wavs, lengths)
+    enhanced = enhancer.enhance_batch(wavs)
+    mixed = mix_noisy(enhanced, wavs, 0.5, lengths)
+    expected, _ = resample_batch(mixed, lengths, 16000, 8000)
+    assert torch.allclose(calls[-1][0], expected, atol=1e-6)
+    plain, _ = resample_batch(enhanced, lengths, 16000, 8000)
+    assert not torch.allclose(calls[-1][0], plain, atol=1e-3)
+    # a per-call share overrides the chain's; 0 is the enhancer's output
+    chain.transcribe_batch(wavs, lengths, mix_noisy=0)
+    assert torch.allclose(calls[-1][0], plain, atol=1e-6)
+    # files: the input is mixed in at the enhancer's rate
+    path = tmp_path / "noisy.wav"
+    sf.write(path, wavs[0].numpy(), 16000, subtype="FLOAT")
+    chain.transcribe_file(path)
+    mixed = mix_noisy(enhancer.enhance_file(path), wavs[0], 0.5)
+    expected, _ = resample_batch(mixed[None], torch.ones(1), 16000, 8000)
+    assert torch.allclose(calls[-1][0], expected, atol=1e-6)
+    assert torch.equal(noisy_at_rate(path, 16000), wavs[0])
+    with pytest.raises(ValueError, match="noisy share"):
+        EnhanceThenTranscribe(enhancer, asr, mix_noisy=-0.1)
+
+
+def test_chain_defaults_are_the_benchmarked_ones(enhancer, tmp_path):
+    folder = make_asr_folder(tmp_path / "asr", 16000)
+    asr = EncoderASR.from_hparams(source=str(folder))
+    chain = EnhanceThenTranscribe(enhancer, asr)
+    assert chain.mix_noisy == ASR_DEFAULTS["mix_noisy"]
+    for key in ("use_refiner", "steps"):
+        assert chain.enhance_options.get(key) == ASR_DEFAULTS[key]
+    # options given to the chain win over the defaults
+    chain = EnhanceThenTranscribe(enhancer, asr, steps=1, use_refiner=False)
+    assert chain.enhance_options == {"steps": 1, "use_refiner": False}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location(
+        "asr_chain", path / "asr_chain.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_text_normalisation(bench):
+    norm = bench.normalise_text
+    assert norm("Please press 1 or #, then *.") == [
+        "please",
+        "press",
+        "one",
+        "or",
+        "pound",
+        "then",
+        "star",
+    ]
+    assert norm("Call-Forward on No Answer.") == [
+        "call",
+        "forward",
+        "on",
+        "no",
+        "answer",
+    ]
+    assert norm("you'd like [beep] <tone> (sound plays) 'quoted'") == [
+        "you'd",
+        "like",
+        "quoted",
+    ]
+    assert norm("extension 1234") is None
+    assert norm("a 28.8 kilobit modem") is None
+    assert norm("H.323") is None
+    assert norm("[ascending tones]") == []
+    # the recogniser's output goes through the same function
+    assert norm("PLEASE  enter") == ["please", "enter"]
+
+
+def test_bootstrap_interval_hand_checkable(bench):
+    # two one-word utterances, one wrong: a resample has 0, 1 or 2 errors
+    # with probabilities 1/4, 1/2, 1/4, so the 95 % interval is [0, 100]
+    wer, low, high = bench.bootstrap_wer([0, 1], [1, 1], resamples=4000)
+    assert (wer, low, high) == (50.0, 0.0, 100.0)
+    # identical utterances: no spread
+    assert bench.bootstrap_wer([1, 1, 1], [4, 4, 4]) == (25.0, 25.0, 25.0)
+    # pooled, not averaged: 3 errors in 10 words and 0 in 2 is 25 %
+    assert bench.bootstrap_wer([3, 0], [10, 2])[0] == 25.0
+    # paired difference: the same resamples for both conditions
+    delta = bench.bootstrap_wer([2, 2], [4, 4], base=[1, 1])
+    assert delta == (25.0, 25.0, 25.0)
+    with pytest.raises(ValueError, match="one entry per utterance"):
+        bench.bootstrap_wer([1], [1, 2])
+
+
+def test_choice_of_the_defaults(bench):
+    noisy = {0: 80.0, 10: 50.0, 20: 30.0}
+    cells = {
+        "noisy": noisy,
+        "s1 k4 m0": {0: 60.0, 10: 45.0, 20: 35.0},  # worse at 20 dB
+        "s12 k4 m0.3": {0: 70.0, 10: 50.0, 20: 30.0},
+        "s1 k4 m0.3": {0: 70.0, 10: 50.0, 20: 30.0},  # same, no refiner
+    }
+    assert bench.choose_setting(cells, [0, 10, 20]) == "s1 k4 m0.3"
+    cells = {"noisy": noisy, "s1 k4 m0": {0: 90.0, 10: 40.0, 20: 20.0}}
+    assert bench.choose_setting(cells, [0, 10, 20]) == "noisy"
+    setting = bench.Setting.parse("s12 k8 m0.6")
+    assert setting == bench.Setting(True, 8, 0.6)
+    assert setting.name == "s12 k8 m0.6"
