@@ -35,6 +35,7 @@ import math
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import uuid
 from typing import NamedTuple
@@ -65,7 +66,8 @@ def atomic_path(path, suffix=".part"):
 
     The temporary file is in the target's folder (created if needed), so
     the final ``os.replace`` is atomic; on an exception it is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was. A folder that cannot be created or written
+    is an ``OSError`` that names ``path`` (not the hidden temporary file).
 
     Arguments
     ---------
@@ -89,16 +91,18 @@ def atomic_path(path, suffix=".part"):
     'done'
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix, dir=path.parent
-    )
-    os.close(handle)
-    tmp = pathlib.Path(tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(path, suffix)
+    except OSError as error:
+        raise _cannot_write(path, error) from error
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as error:
+            raise _cannot_write(path, error) from error
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -206,7 +210,9 @@ def write_csv_atomic(path, rows, fieldnames=None, float_digits=None):
                 )
 
 
-def write_audio_atomic(path, waveform, sample_rate, subtype=None):
+def write_audio_atomic(
+    path, waveform, sample_rate, subtype=None, full_scale="scale"
+):
     """Write a mono waveform to ``path`` through a temporary file + rename.
 
     Arguments
@@ -218,9 +224,22 @@ def write_audio_atomic(path, waveform, sample_rate, subtype=None):
     sample_rate : int
         Sample rate in Hz.
     subtype : str, optional
-        soundfile subtype; default ``"FLOAT"`` for WAV (no clipping, no
-        quantisation), soundfile's default otherwise. Integer subtypes clip
-        at full scale (logged).
+        soundfile subtype; default ``"FLOAT"`` for WAV (no quantisation),
+        soundfile's default otherwise.
+    full_scale : str
+        ``"scale"`` (default): a waveform whose peak exceeds 1.0 is divided
+        by its peak, so that the file is within full scale whatever the
+        subtype (logged once, with the gain); ``"keep"``: written as given
+        (float subtypes keep samples beyond 1.0, integer ones clip them,
+        logged), for data whose level relative to other files matters. See
+        :class:`AtomicAudioWriter`.
+
+    Raises
+    ------
+    ValueError
+        If a sample is NaN or infinite (nothing is written).
+    OSError
+        If the file cannot be written (the message names ``path``).
 
     Example
     -------
@@ -228,17 +247,42 @@ def write_audio_atomic(path, waveform, sample_rate, subtype=None):
     >>> write_audio_atomic(path, np.array([0.5, -0.5]), 16000, "PCM_16")
     >>> sf.read(path, dtype="int16")[0].tolist()
     [16384, -16384]
+    >>> write_audio_atomic(path, np.array([0.5, -2.0]), 16000)
+    >>> sf.read(path)[0].tolist()
+    [0.25, -1.0]
     """
-    with AtomicAudioWriter(path, sample_rate, subtype) as writer:
+    with AtomicAudioWriter(path, sample_rate, subtype, full_scale) as writer:
         writer.write(waveform)
+
+
+#: Subtypes that store samples beyond full scale as they are.
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+#: Lossy codecs: no full-scale clip when writing.
+LOSSY_SUBTYPES = ("VORBIS", "OPUS", "MPEG_LAYER_III", "MPEG_LAYER_II")
 
 
 class AtomicAudioWriter:
     """Stream blocks into a temporary audio file, then rename it.
 
     Use it as a context manager: the file appears at ``path`` when the
-    block exits normally; on an exception the temporary file is removed
+    block exits normally; on an exception the temporary files are removed
     and ``path`` is left as it was.
+
+    **Full scale.** With ``full_scale="scale"`` (the default, used by every
+    writer of enhanced audio: the command line, ``enhance_file``, the
+    recipes' saved test files, the demo) the file never holds a sample
+    beyond ``|x| = 1.0``, whatever the subtype: the peak of the blocks is
+    tracked and, when it exceeds 1.0, the whole file is divided by it as
+    the block exits (a gain, never a clip), logged once with the gain
+    (:attr:`gain`). A float WAV is written directly and, only when it
+    needs the gain, rescaled in place (one more pass); other subtypes are
+    staged in a hidden float64 WAV beside the target and converted at the
+    end. With ``full_scale="keep"`` the samples are written as given:
+    float subtypes keep them, integer subtypes clip them at full scale
+    (the count is logged). NaN or infinite samples are refused in both
+    modes (``ValueError``, nothing written). A file that cannot be
+    created is an ``OSError`` that names ``path``, not a temporary file.
 
     Arguments
     ---------
@@ -248,15 +292,24 @@ class AtomicAudioWriter:
         Sample rate in Hz.
     subtype : str, optional
         As in :func:`write_audio_atomic`.
+    full_scale : str
+        ``"scale"`` or ``"keep"``, as in :func:`write_audio_atomic`.
+
+    Attributes
+    ----------
+    peak : float
+        Largest ``|x|`` of the blocks written (before any scaling).
+    gain : float
+        The factor applied to the file (1.0 when none was needed).
 
     Example
     -------
     >>> path = getfixture("tmp_path") / "out.wav"
     >>> with AtomicAudioWriter(path, 16000) as writer:
     ...     writer.write(torch.zeros(100))
-    ...     writer.write(torch.ones(60) / 2)
-    >>> sf.info(str(path)).frames
-    160
+    ...     writer.write(torch.ones(60) * 2)
+    >>> sf.info(str(path)).frames, float(sf.read(path)[0].max()), writer.gain
+    (160, 1.0, 0.5)
 
     The bytes depend on the samples only (no PEAK chunk with the time of
     writing):
@@ -265,7 +318,7 @@ class AtomicAudioWriter:
     False
     """
 
-    def __init__(self, path, sample_rate, subtype=None):
+    def __init__(self, path, sample_rate, subtype=None, full_scale="scale"):
         self.path = pathlib.Path(path)
         self.sample_rate = int(sample_rate)
         fmt = self.path.suffix.lstrip(".").upper() or "WAV"
@@ -276,47 +329,125 @@ class AtomicAudioWriter:
                 f"Cannot write {self.path.name}: format {fmt} with subtype "
                 f"{subtype} is not supported by soundfile."
             )
+        if full_scale not in ("scale", "keep"):
+            raise ValueError(
+                f"full_scale must be 'scale' or 'keep', got {full_scale!r}."
+            )
         self.format = fmt
         self.subtype = subtype
-        self.clips = subtype is not None and subtype.upper() not in (
-            "FLOAT",
-            "DOUBLE",
-            "VORBIS",
-            "OPUS",
-        )
+        self.full_scale = full_scale
+        kind = (subtype or sf.default_subtype(fmt) or "").upper()
+        floating = kind in FLOAT_SUBTYPES
+        self.clips = not floating and kind not in LOSSY_SUBTYPES
+        # "scale" stages the blocks in a float64 WAV unless the output is a
+        # float WAV (rescaled in place when needed)
+        self.staged = full_scale == "scale" and not (floating and fmt == "WAV")
         self.clipped = 0
+        self.peak = 0.0
+        self.gain = 1.0
+        self._dtype = np.float32
+        self.stage = None
 
     def __enter__(self):
         self._atomic = atomic_path(self.path)
         self.tmp = self._atomic.__enter__()
-        self.file = sf.SoundFile(
-            str(self.tmp),
-            mode="w",
-            samplerate=self.sample_rate,
-            channels=1,
-            format=self.format,
-            subtype=self.subtype,
-        )
-        _no_peak_chunk(self.file)
+        try:
+            if self.staged:
+                self.stage = _temporary(self.path, ".stage.wav")
+                self.file = self._open(self.stage, "WAV", "DOUBLE")
+            else:
+                self.file = self._open(self.tmp, self.format, self.subtype)
+        except BaseException:
+            self._cleanup(*sys.exc_info())
+            raise
         return self
+
+    def _open(self, tmp, fmt, subtype, mode="w"):
+        try:
+            handle = sf.SoundFile(
+                str(tmp),
+                mode=mode,
+                samplerate=self.sample_rate,
+                channels=1,
+                format=fmt,
+                subtype=subtype,
+            )
+        except sf.LibsndfileError as error:
+            raise _cannot_write(self.path, error) from error
+        _no_peak_chunk(handle)
+        return handle
 
     def write(self, block):
         """Append a block of samples (any shape, flattened).
 
         Tensors are written as float32; NumPy arrays keep their precision
         (float64 data quantises exactly as it would have).
+
+        Raises
+        ------
+        ValueError
+            If the block holds NaN or infinite samples.
         """
         if torch.is_tensor(block):
             block = block.detach().to("cpu", torch.float32).numpy()
         block = np.asarray(block).reshape(-1)
-        if self.clips:
+        if block.dtype == np.float64:
+            self._dtype = np.float64
+        if block.size:
+            peak = float(np.abs(block).max())
+            if not math.isfinite(peak):
+                bad = int((~np.isfinite(block)).sum())
+                raise ValueError(
+                    f"{self.path}: {bad} samples are NaN or infinite; "
+                    "nothing was written."
+                )
+            self.peak = max(self.peak, peak)
+        if self.clips and self.full_scale == "keep":
             self.clipped += int((np.abs(block) > 1.0).sum())
             block = np.clip(block, -1.0, 1.0)
         self.file.write(block)
 
+    def _scale(self):
+        """Bring the file within full scale (``"scale"``)."""
+        if self.peak > 1.0:
+            self.gain = 1.0 / self.peak
+        blocks = 1 << 16
+        if self.staged:
+            with sf.SoundFile(str(self.stage)) as reader:
+                with self._open(self.tmp, self.format, self.subtype) as out:
+                    for block in reader.blocks(blocks, dtype=self._dtype):
+                        out.write(block / self.peak if self.gain < 1 else block)
+        elif self.gain < 1:
+            with sf.SoundFile(str(self.tmp), mode="r+") as handle:
+                for start in range(0, handle.frames, blocks):
+                    handle.seek(start)
+                    block = handle.read(blocks, dtype=self._dtype)
+                    handle.seek(start)
+                    handle.write(block / self.peak)
+        if self.gain < 1:
+            logger.warning(
+                "%s: the audio peaks at %.3f, beyond full scale; the file "
+                "is scaled by %.4f (%.2f dB) to fit, not clipped.",
+                self.path,
+                self.peak,
+                self.gain,
+                20 * math.log10(self.gain),
+            )
+
+    def _cleanup(self, exc_type, exc, tb):
+        if self.stage is not None:
+            self.stage.unlink(missing_ok=True)
+        self._atomic.__exit__(exc_type, exc, tb)
+
     def __exit__(self, exc_type, exc, tb):
         self.file.close()
-        self._atomic.__exit__(exc_type, exc, tb)
+        if exc_type is None and self.full_scale == "scale":
+            try:
+                self._scale()
+            except BaseException:
+                self._cleanup(*sys.exc_info())
+                raise
+        self._cleanup(exc_type, exc, tb)
         if exc_type is None and self.clipped:
             logger.warning(
                 "%s: %d samples exceeded full scale and were clipped by the "
@@ -326,6 +457,27 @@ class AtomicAudioWriter:
                 self.subtype,
             )
         return False
+
+
+def _temporary(path, suffix):
+    """A new hidden temporary file beside ``path``."""
+    handle, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix, dir=path.parent
+    )
+    os.close(handle)
+    return pathlib.Path(tmp)
+
+
+def _cannot_write(path, error):
+    """An ``OSError`` about ``path`` (not a temporary file beside it)."""
+    reason = (
+        getattr(error, "strerror", None)
+        or getattr(error, "error_string", None)
+        or str(error)
+    )
+    failure = OSError(f"Cannot write {path}: {reason}.")
+    failure.errno = getattr(error, "errno", None)
+    return failure
 
 
 #: libsndfile's SFC_SET_ADD_PEAK_CHUNK (sndfile.h)

@@ -556,9 +556,10 @@ def convert_file(src, dst, sample_rate, src_info=None):
     wav = read_audio_checked(src, info.sample_rate)
     check_content(wav, src)
     out = torchaudio.functional.resample(wav, info.sample_rate, sample_rate)
-    # 16-bit unless resampling overshoots full scale (float then, no clip)
+    # 16-bit unless resampling overshoots full scale (float then, no clip);
+    # never rescaled: the level relative to the pair's other file matters
     subtype = "PCM_16" if out.abs().max() < 1.0 else "FLOAT"
-    write_audio_atomic(dst, out, sample_rate, subtype)
+    write_audio_atomic(dst, out, sample_rate, subtype, full_scale="keep")
     return dst, out.numel()
 
 
