@@ -484,6 +484,7 @@ def load_folder(
     savedir=None,
     local_strategy=None,
     verify_checksums=True,
+    check_yaml=False,
 ):
     """Load an exported folder: its hyperparameters, weights loaded.
 
@@ -511,6 +512,12 @@ def load_folder(
         How files are brought into ``savedir`` (default: symlinks).
     verify_checksums : bool
         Check each checkpoint against the SHA-256 recorded at export.
+    check_yaml : bool or tuple of str
+        Before HyperPyYAML builds anything, refuse a ``hyperparams.yaml``
+        that would import or call something outside the allow-list
+        (:func:`speechbrain_elbo.trust.check_hparams_file`; a tuple is the
+        allow-list to use). Loading a folder executes its
+        ``hyperparams.yaml``: check folders you did not make.
 
     Returns
     -------
@@ -524,7 +531,9 @@ def load_folder(
     FileNotFoundError
         A missing folder, ``hyperparams.yaml`` or checkpoint.
     ModelFolderError
-        A corrupt or foreign ``hyperparams.yaml`` or checkpoint.
+        A corrupt or foreign ``hyperparams.yaml`` or checkpoint (an
+        :class:`~speechbrain_elbo.trust.UntrustedModelError` for one that
+        ``check_yaml`` refuses).
 
     Example
     -------
@@ -546,6 +555,11 @@ def load_folder(
             "model's name or a Hugging Face Hub id)."
         )
     folder = folder.absolute()
+    if check_yaml and (folder / hparams_file).is_file():
+        from speechbrain_elbo.trust import ALLOWED, check_hparams_file
+
+        allowed = ALLOWED if check_yaml is True else tuple(check_yaml)
+        check_hparams_file(folder / hparams_file, allowed)
     hparams = _yaml_of(folder, hparams_file, overrides)
     _check_files(folder, hparams, hparams_file, verify_checksums)
     hparams["savedir"] = savedir

@@ -62,6 +62,7 @@ from speechbrain_elbo.audio_input import (
 from speechbrain_elbo.chunking import check_chunking, crossfade_windows
 from speechbrain_elbo.export import HPARAMS_FILE, ModelFolderError, load_folder
 from speechbrain_elbo.long_audio import LongAudioMixin, first_given
+from speechbrain_elbo.output_check import departures
 from speechbrain_elbo.pipeline import (
     enhance_spectrogram,
     enhance_waveforms,
@@ -72,12 +73,61 @@ from speechbrain_elbo.sampling import SAMPLERS, Sampler
 from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.spectral import peak_normalize
 
-__all__ = ["DiffusionEnhancement", "SAMPLER_ALIASES"]
+__all__ = ["DiffusionEnhancement", "SAMPLER_ALIASES", "check_device"]
 
 logger = logging.getLogger(__name__)
 
 #: Extra sampler names accepted per call: "ode" is the 2nd-order ODE solver.
 SAMPLER_ALIASES = {"ode": "heun"}
+
+
+def check_device(device, what="device"):
+    """Refuse a device this machine does not have, in one clear line.
+
+    The command line (``--device``) and ``from_hparams`` (``run_opts``)
+    share it, so that both say the same thing.
+
+    Arguments
+    ---------
+    device : str or torch.device or None
+        ``cpu``, ``cuda``, ``cuda:1``, ``mps``, ``xpu``; None is the
+        default choice (always fine).
+    what : str
+        How the caller names the setting in the message.
+
+    Raises
+    ------
+    ValueError
+        An unknown device type, or a CUDA device this machine lacks.
+
+    Example
+    -------
+    >>> check_device("cpu")
+    >>> check_device("tpu:0", what="--device")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device tpu:0: unknown device type; use cpu or cuda
+    """
+    if device is None:
+        return
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(
+            f"{what} {device}: unknown device type; use cpu or cuda"
+        )
+    if kind != "cuda":
+        return
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ValueError(
+            f"{what} {device}: no CUDA device is available on this machine; "
+            "use cpu"
+        )
+    if index and (not index.isdigit() or int(index) >= count):
+        raise ValueError(
+            f"{what} {device}: this machine has {count} CUDA device(s), "
+            f"cuda:0 to cuda:{count - 1}"
+        )
 
 
 class DiffusionEnhancement(LongAudioMixin, Pretrained):
@@ -114,6 +164,10 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         Whether the last call applied the refiner.
     last_num_chunks : int or None
         Chunks the last long-audio call was cut into.
+    last_departures : list of (str or None) or None
+        Per waveform of the last call, why its output departs grossly from
+        its input (:mod:`speechbrain_elbo.output_check`), or None; each
+        departure is also logged as a warning.
     score_model : speechbrain_elbo.score.ScoreModel
         The backbone turned into the score of the SDE.
     """
@@ -130,6 +184,8 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         crossfade=None,
         **kwargs,
     ):
+        run_opts = kwargs.get("run_opts") or {}
+        check_device(run_opts.get("device"), 'run_opts["device"]')
         super().__init__(*args, **kwargs)
         for name in self.MODULES_NEEDED:
             if name not in self.mods:
@@ -161,6 +217,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         self.last_nfe = None
         self.last_refined = None
         self.last_num_chunks = None
+        self.last_departures = None
 
     # -- loading ----------------------------------------------------------
     @classmethod
@@ -173,6 +230,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         local_strategy=LocalStrategy.SYMLINK,
         verify_checksums=True,
         revision=None,
+        check_yaml=False,
         **kwargs,
     ):
         """Load a model folder, a bundled model or a Hugging Face Hub model.
@@ -210,6 +268,13 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             Check each checkpoint against the SHA-256 recorded at export.
         revision : str, optional
             Branch, tag or commit of a hub model (default ``main``).
+        check_yaml : bool
+            Loading a folder executes its ``hyperparams.yaml``, which can
+            construct any Python object. With True, a file that would
+            import or call anything outside the allow-list
+            (:data:`speechbrain_elbo.trust.ALLOWED`) is refused, in one
+            line, before anything is built. Use it for folders you did not
+            make (the command line does, by default).
         **kwargs
             Forwarded to the constructor: ``run_opts={"device": ...}``,
             ``chunk_seconds``, ``overlap_seconds``, ``max_batch``...
@@ -226,6 +291,8 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         """
         from speechbrain_elbo.hub import resolve_source
 
+        run_opts = kwargs.get("run_opts") or {}
+        check_device(run_opts.get("device"), 'run_opts["device"]')
         resolved = resolve_source(
             source, savedir, revision, hparams_file, local_strategy
         )
@@ -238,6 +305,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             savedir=None if fetched else savedir,
             local_strategy=local_strategy,
             verify_checksums=verify_checksums,
+            check_yaml=check_yaml,
         )
         hparams["savedir"] = savedir
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
@@ -281,20 +349,15 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
                 "corrector_steps and snr apply to the 'pc' sampler only, "
                 f"not to {name!r}."
             )
-        steps = default.steps if steps is None else steps
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
-        corrector = (
+        # Sampler checks the settings
+        return Sampler(
+            name,
+            default.steps if steps is None else steps,
             default.corrector_steps
             if corrector_steps is None
-            else corrector_steps
+            else corrector_steps,
+            default.snr if snr is None else snr,
         )
-        if int(corrector) != corrector or corrector < 0:
-            raise ValueError(
-                f"corrector_steps must be an integer >= 0, got {corrector!r}."
-            )
-        snr = default.snr if snr is None else snr
-        return Sampler(name, int(steps), int(corrector), float(snr))
 
     def _use_refiner(self, use_refiner):
         if use_refiner is None:
@@ -430,9 +493,16 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         Returns
         -------
         enhanced : torch.Tensor
-            Like ``noisy`` (same shape and device), float32.
+            Like ``noisy`` (same shape and device), float32, at the input's
+            level: not scaled into full scale (a file writer does that,
+            :class:`speechbrain_elbo.fileio.AtomicAudioWriter`), so a loud
+            or clipped input may give samples beyond 1.0.
         nfe : int
             Only with ``return_nfe``.
+
+        An output that departs grossly from its input (too few steps, a
+        wrong setting) is logged as a warning and named in
+        :attr:`last_departures`.
         """
         plan = self.make_sampler(sampler, steps, corrector_steps, snr)
         refine = self._use_refiner(use_refiner)
@@ -445,10 +515,19 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             wav, _, scale = peak_normalize(wav, lengths=lengths)
             gen = self._generator(seed, generator)
             enhanced = self._enhance_normalized(wav, lengths, plan, refine, gen)
+            self._report_departures(departures(wav, enhanced, plan, lengths))
             enhanced = (enhanced * scale).to(out_device)
         if squeeze:
             enhanced = enhanced[0]
         return (enhanced, self.last_nfe) if return_nfe else enhanced
+
+    def _report_departures(self, reasons, names=None):
+        """Record and log outputs that depart from their inputs."""
+        self.last_departures = list(reasons)
+        for index, reason in enumerate(self.last_departures):
+            if reason is not None:
+                name = names[index] if names else f"waveform {index}"
+                logger.warning("%s: %s", name, reason)
 
     def forward(self, noisy, lengths=None, **options):
         """Same as :meth:`enhance_batch`."""

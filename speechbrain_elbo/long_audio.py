@@ -44,6 +44,7 @@ from speechbrain_elbo.chunking import (
     process_in_chunks,
 )
 from speechbrain_elbo.fileio import AtomicAudioWriter
+from speechbrain_elbo.output_check import EnhancementOutputError, OutputStats
 from speechbrain_elbo.sampling import Sampler
 
 __all__ = ["LongAudioMixin", "first_given"]
@@ -69,6 +70,7 @@ class _ChunkPlan(NamedTuple):
     max_batch: int
     crossfade: str
     progress: bool | Callable[[float], object]
+    check_output: bool
 
 
 class LongAudioMixin:
@@ -116,6 +118,7 @@ class LongAudioMixin:
         max_batch=None,
         crossfade=None,
         progress=False,
+        check_output=False,
         **sampling,
     ):
         """The checked settings of a chunked call, before any audio is read.
@@ -148,15 +151,22 @@ class LongAudioMixin:
             max_batch,
             crossfade,
             progress,
+            bool(check_output),
         )
 
-    def _enhance_stream(self, reader, scale, write, plan):
+    def _enhance_stream(self, reader, scale, write, plan, name=None):
         """Chunked enhancement of ``reader``'s signal, emitted via ``write``.
 
         The signal is divided by ``scale`` (its peak) before enhancement
         and the output multiplied back; see
         :func:`speechbrain_elbo.chunking.process_in_chunks` for the chunks.
+        Input and output energies and peaks are accumulated over the valid
+        samples of every chunk; an output that departs grossly from the
+        input is logged (:attr:`last_departures`) and, with
+        ``plan.check_output``, raised as an ``EnhancementOutputError``
+        before the caller's writer renames anything.
         """
+        stats = OutputStats()
 
         def enhance(chunks, lengths, first):
             if plan.seed is not None:
@@ -169,6 +179,9 @@ class LongAudioMixin:
             enhanced = self._enhance_normalized(
                 wav, lengths.to(self.device), plan.sampler, plan.refine, gen
             )
+            for index, length in enumerate(lengths.tolist()):
+                valid = max(1, int(length * wav.shape[-1]))
+                stats.add(wav[index, :valid], enhanced[index, :valid])
             return enhanced.to("cpu") * scale
 
         if callable(plan.progress):
@@ -180,7 +193,7 @@ class LongAudioMixin:
 
         count = chunk_layout(reader.num_samples, plan.chunk, plan.overlap)[0]
         self.last_num_chunks = count
-        return process_in_chunks(
+        result = process_in_chunks(
             reader,
             enhance,
             write,
@@ -191,9 +204,22 @@ class LongAudioMixin:
             self.min_samples,
             plan.progress is True,
         )
+        reason = stats.reason(plan.sampler)
+        self._report_departures([reason], [name or "the waveform"])
+        if reason is not None and plan.check_output:
+            where = f"{name}: " if name else ""
+            raise EnhancementOutputError(f"{where}{reason}; nothing written")
+        return result
 
     def _enhance_to(
-        self, reader, scale, plan, output_filename=None, subtype=None, keep=True
+        self,
+        reader,
+        scale,
+        plan,
+        output_filename=None,
+        subtype=None,
+        keep=True,
+        name=None,
     ):
         """Enhance in chunks; write the output atomically if asked.
 
@@ -203,7 +229,7 @@ class LongAudioMixin:
         pieces = []
         with torch.inference_mode():
             if output_filename is None:
-                self._enhance_stream(reader, scale, pieces.append, plan)
+                self._enhance_stream(reader, scale, pieces.append, plan, name)
             else:
                 with AtomicAudioWriter(
                     output_filename, self.sample_rate, subtype
@@ -214,7 +240,7 @@ class LongAudioMixin:
                         if keep:
                             pieces.append(piece)
 
-                    self._enhance_stream(reader, scale, write, plan)
+                    self._enhance_stream(reader, scale, write, plan, name)
         return torch.cat(pieces) if keep else None
 
     def _tensor_reader(self, waveform, sample_rate):
@@ -259,13 +285,17 @@ class LongAudioMixin:
             sampling settings of :meth:`enhance_batch` (``sampler``,
             ``steps``, ``corrector_steps``, ``snr``, ``use_refiner``,
             ``seed``, ``generator``). With a seed, chunk group k uses seed
-            ``seed + 1000003 k``.
+            ``seed + 1000003 k``. ``check_output`` (default False): raise an
+            :class:`~speechbrain_elbo.output_check.EnhancementOutputError`
+            when the output departs grossly from the input (it is logged
+            and named in ``last_departures`` either way).
 
         Returns
         -------
         torch.Tensor
             Enhanced waveform (L',) at the model's sample rate, on the
-            waveform's device.
+            waveform's device, at the input's level (not scaled into full
+            scale).
         """
         plan = self._chunk_plan(**options)
         waveform = to_mono(waveform, mix_down)
@@ -302,16 +332,23 @@ class LongAudioMixin:
             Average several channels to mono instead of refusing them.
         subtype : str, optional
             soundfile subtype of the output (default 32-bit float WAV).
+            Whatever the subtype, the file is within full scale: an output
+            whose peak exceeds 1.0 is scaled down as a whole (logged), see
+            :class:`speechbrain_elbo.fileio.AtomicAudioWriter`.
         **options
             Chunking and sampling settings, as in :meth:`enhance_long`
-            (including ``progress``).
+            (including ``progress``). ``check_output`` defaults to True
+            here: an output that departs grossly from the input raises an
+            :class:`~speechbrain_elbo.output_check.EnhancementOutputError`
+            naming the settings to change, and nothing is written.
 
         Returns
         -------
         torch.Tensor
             The enhanced waveform (L,) at the model's sample rate on the
-            CPU.
+            CPU, not scaled into full scale (as :meth:`enhance_batch`).
         """
+        options.setdefault("check_output", True)
         return self._enhance_file(
             filename, output_filename, mix_down, subtype, True, **options
         )
@@ -330,7 +367,7 @@ class LongAudioMixin:
             waveform = self.load_waveform(path, mix_down)
             reader, scale = self._tensor_reader(waveform, info.sample_rate)
             return self._enhance_to(
-                reader, scale, plan, output_filename, subtype, keep
+                reader, scale, plan, output_filename, subtype, keep, str(path)
             )
         reader = FileReader(path, mix_down)
         try:
@@ -346,7 +383,7 @@ class LongAudioMixin:
                     f"{path} is all zeros: there is nothing to enhance."
                 )
             return self._enhance_to(
-                reader, scale, plan, output_filename, subtype, keep
+                reader, scale, plan, output_filename, subtype, keep, str(path)
             )
         finally:
             reader.close()

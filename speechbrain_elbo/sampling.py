@@ -24,6 +24,9 @@ Example
 (torch.Size([2, 1, 4, 4]), 60)
 """
 
+import math
+import numbers
+
 import torch
 
 from speechbrain_elbo.sde import complex_noise, expand_time
@@ -217,8 +220,28 @@ def sample_heun(
 SAMPLERS = {"pc": sample_pc, "euler": sample_euler, "heun": sample_heun}
 
 
+def _whole(value, least, what):
+    """``value`` as an int >= ``least``, or one clear ``ValueError``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or int(value) != value
+        or value < least
+    ):
+        raise ValueError(
+            f"{what} must be an integer >= {least}, got {value!r}."
+        )
+    return int(value)
+
+
 class Sampler:
     """A sampler chosen by name with its settings, e.g. from YAML.
+
+    The settings are checked here, where a sampler is made (a model
+    folder's default, or a call's settings): a name that is not a sampler,
+    fewer than one step, a negative number of corrector steps or a
+    corrector ratio ``snr`` that is not a positive number is one
+    ``ValueError``, before anything runs.
 
     Arguments
     ---------
@@ -240,6 +263,11 @@ class Sampler:
     >>> y = torch.ones(1, 1, 2, 2, dtype=torch.complex64)
     >>> sampler(GaussianOracle(sde), sde, y, seed=0)[1]
     9
+    >>> Sampler("pc", steps=30, snr=-0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: snr must be a number > 0 (the corrector's step-size ratio; 0.5
+    is usual), got -0.5.
     """
 
     def __init__(self, name="pc", steps=30, corrector_steps=1, snr=0.5):
@@ -248,8 +276,15 @@ class Sampler:
                 f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}."
             )
         self.name = name
-        self.steps = int(steps)
-        self.corrector_steps = int(corrector_steps)
+        self.steps = _whole(steps, 1, "steps")
+        self.corrector_steps = _whole(corrector_steps, 0, "corrector_steps")
+        if isinstance(snr, bool) or not isinstance(snr, numbers.Real):
+            raise ValueError(f"snr must be a number > 0, got {snr!r}.")
+        if not math.isfinite(snr) or snr <= 0:
+            raise ValueError(
+                f"snr must be a number > 0 (the corrector's step-size ratio; "
+                f"0.5 is usual), got {snr!r}."
+            )
         self.snr = float(snr)
 
     def options(self):
