@@ -10,6 +10,8 @@ network runs, and reported as an :class:`EnhancementInputError` (a
 - :func:`check_audio_file`: an audio file (missing, unreadable, empty,
   several channels), from its header
   (:func:`speechbrain_elbo.fileio.audio_info`);
+- :func:`check_audio_content`: the same, and every sample (NaN/Inf, all
+  zeros), read block by block;
 - :func:`load_waveform`: a whole file as a mono tensor;
 - :class:`FileReader`: a file read block by block, for long files;
 - :func:`refuse_overwrite`: an output path that is the input file.
@@ -36,6 +38,7 @@ __all__ = [
     "check_waveforms",
     "to_mono",
     "check_audio_file",
+    "check_audio_content",
     "load_waveform",
     "FileReader",
     "refuse_overwrite",
@@ -285,6 +288,45 @@ def load_waveform(path, mix_down=False):
     data, _ = sf.read(str(path), dtype="float32", always_2d=True)
     data = torch.from_numpy(data)
     return data.mean(dim=1) if mix_down else data[:, 0]
+
+
+def check_audio_content(path, mix_down=False, mix_down_hint=MIX_DOWN_HINT):
+    """:func:`check_audio_file`, then every sample, read block by block.
+
+    What can be known of a file before a model is loaded: its header (as
+    :func:`check_audio_file`) and its samples, which must be finite and not
+    all zero. Memory stays bounded (one block).
+
+    Returns
+    -------
+    speechbrain_elbo.fileio.AudioInfo
+
+    Raises
+    ------
+    FileNotFoundError, EnhancementInputError
+        As :func:`check_audio_file`; also for NaN or Inf samples or a file
+        of zeros.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "zeros.wav"
+    >>> sf.write(path, torch.zeros(160).numpy(), 16000)
+    >>> check_audio_content(path)
+    Traceback (most recent call last):
+    ...
+    speechbrain_elbo.audio_input.EnhancementInputError: ...zeros.wav is all
+    zeros: there is nothing to enhance.
+    """
+    info = check_audio_file(path, mix_down, mix_down_hint)
+    reader = FileReader(path, mix_down=info.channels > 1)
+    try:
+        if reader.peak() == 0.0:
+            raise EnhancementInputError(
+                f"{path} is all zeros: there is nothing to enhance."
+            )
+    finally:
+        reader.close()
+    return info
 
 
 class FileReader:

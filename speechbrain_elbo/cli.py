@@ -7,7 +7,7 @@ Usage (also ``python -m speechbrain_elbo``)::
         [--seed S] [--device DEV] [--no-refiner] [--batch-size B]
         [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
         [--subtype SUBTYPE] [--overwrite | --resume] [--manifest CSV]
-        [--quiet]
+        [--skip-errors] [--no-output-check] [--trust-model] [--quiet]
 
 MODEL is an exported model folder, the name of a bundled model (see
 :func:`speechbrain_elbo.pretrained.available`) or a Hugging Face Hub id
@@ -19,13 +19,22 @@ same relative path), atomically. Inputs of equal length at the model's
 sample rate are enhanced together in batches; long files are streamed in
 overlapping chunks; other sample rates are resampled. The input is never
 overwritten. Each file's noise depends on ``--seed`` and the file only.
-A file that cannot be enhanced is reported on one line of stderr and the
-others go on; the manifest (``OUT_DIR/manifest.csv``) has a row per input.
-``--resume`` skips the files whose output exists (a killed run goes on).
-Run under ``torchrun --nproc_per_node=N`` it shares the files among the
-processes (:mod:`speechbrain_elbo.corpus`). On bad input the command exits
-with status 1 (2 for a malformed command line). The progress bar counts
-seconds of audio enhanced.
+Before the model is loaded, every input is read and the output folder
+tried: each bad input is reported on its own line of stderr and the command
+stops (status 1), unless ``--skip-errors`` enhances the others (status 3).
+A file that fails while it is enhanced (an error, or an output that departs
+grossly from its input: ``--no-output-check`` writes it anyway) is
+reported on one line and the others go on (status 3); the manifest
+(``OUT_DIR/manifest.csv``) has a row per input. Every output is within full
+scale (scaled, never clipped, logged). ``--resume`` skips the files whose
+output exists (a killed run goes on). Run under ``torchrun
+--nproc_per_node=N`` it shares the files among the processes
+(:mod:`speechbrain_elbo.corpus`). A model folder's ``hyperparams.yaml`` is
+checked against an allow-list before it is loaded
+(:mod:`speechbrain_elbo.trust`; ``--trust-model`` skips the check). Exit
+status: 0 all enhanced, 1 error (nothing or not all enhanced), 2 malformed
+command line, 3 finished with some files not enhanced (see the manifest).
+The progress bar counts seconds of audio enhanced.
 
 Example
 -------
@@ -164,6 +173,31 @@ def build_parser():
         "--manifest",
         default=None,
         help="CSV with a row per input (default OUT/manifest.csv)",
+    )
+    parser.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help=(
+            "enhance the good inputs when some are bad (default: report "
+            "every bad input and stop before loading the model); exit "
+            "status 3 if any was skipped"
+        ),
+    )
+    parser.add_argument(
+        "--no-output-check",
+        action="store_true",
+        help=(
+            "write outputs that depart grossly from their input (too few "
+            "steps); default: such a file fails, with the settings to change"
+        ),
+    )
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help=(
+            "load a model folder whose hyperparams.yaml builds objects "
+            "outside the allow-list (loading a folder runs its YAML)"
+        ),
     )
     parser.add_argument(
         "--quiet",
@@ -309,29 +343,9 @@ def _load_model(args):
     return DiffusionEnhancement.from_hparams(
         source=resolve_model(args.model, args.quiet),
         run_opts=run_opts,
+        check_yaml=not args.trust_model,
         **kwargs,
     )
-
-
-def _check_device(device):
-    if device is None:
-        return
-    import torch
-
-    kind, _, index = device.partition(":")
-    if kind == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise CommandError(
-                f"--device {device}: no CUDA device is available"
-            )
-        if index and (not index.isdigit() or int(index) >= count):
-            raise CommandError(
-                f"--device {device}: this machine has {count} CUDA "
-                f"device(s), cuda:0 to cuda:{count - 1}"
-            )
-    if kind not in ("cpu", "cuda", "mps", "xpu"):
-        raise CommandError(f"--device {device}: unknown device type")
 
 
 def _run(args):
@@ -342,12 +356,15 @@ def _run(args):
     from speechbrain.utils.distributed import if_main_process
 
     from speechbrain_elbo.corpus import enhance_corpus
+    from speechbrain_elbo.inference import check_device
 
     if args.batch_size < 1:
         raise CommandError("--batch-size must be >= 1")
     if args.steps is not None and args.steps < 1:
         raise CommandError("--steps must be >= 1")
-    _check_device(args.device)
+    if args.corrector_steps is not None and args.corrector_steps < 0:
+        raise CommandError("--corrector-steps must be >= 0")
+    check_device(args.device, "--device")
 
     def load(device):
         # each process loads the model on its device; one default note
@@ -374,6 +391,8 @@ def _run(args):
         manifest=args.manifest,
         quiet=args.quiet,
         prog=PROG,
+        skip_errors=args.skip_errors,
+        check_output=not args.no_output_check,
     )
 
 
@@ -388,8 +407,12 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success, 1 on bad input or model, 2 on a malformed command
-        line (argparse).
+        0 when every input was enhanced (or skipped by ``--resume``), 1 on
+        an error (bad inputs without ``--skip-errors``, a bad model or
+        setting, an unwritable output folder), 2 on a malformed command
+        line (argparse), 3 when the run finished but some inputs were not
+        enhanced (bad inputs skipped with ``--skip-errors``, or failures
+        while enhancing; see the manifest).
     """
     args = build_parser().parse_args(argv)
     try:
@@ -401,7 +424,7 @@ def main(argv=None):
         message = " ".join(str(error).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
-    return 1 if summary.failed else 0
+    return 3 if summary.failed else 0
 
 
 if __name__ == "__main__":

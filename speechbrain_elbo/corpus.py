@@ -6,6 +6,15 @@ each process (rank) enhances its own share of the files on its own device
 (``cuda:LOCAL_RANK``, or the CPU), and rank 0 writes the merged manifest and
 reports the totals. Started without ``torchrun`` it is one process.
 
+- **Checks first.** Before the model is loaded, every input is read
+  (header and samples: unreadable, empty, several channels, NaN/Inf, all
+  zeros) and the output folder and the manifest's folder are tried for
+  writing. Every bad input is reported on its own line; without
+  ``skip_errors`` the run stops there (:class:`BadInputsError`), nothing
+  loaded, nothing written. Inputs too short for the model are found right
+  after loading it, before anything is enhanced, and treated alike. With
+  ``skip_errors`` the bad inputs are ``failed`` rows and the rest is
+  enhanced.
 - **Plan.** The inputs are collected in a fixed order (arguments in the
   order given, folders sorted), and cut into *units*
   (:func:`plan_units`): batches of equal-length files at the model's rate,
@@ -30,8 +39,10 @@ reports the totals. Started without ``torchrun`` it is one process.
   (``manifest.rank<R>-of-<N>.csv``, flushed per row, the record of a killed
   run); at the end the rows are gathered and rank 0 writes the manifest
   (:data:`MANIFEST_FIELDS`, one row per input, in input order) and removes
-  the parts. A file that fails is a row with status ``failed`` and its
-  one-line reason; the other files go on.
+  the parts. A file that fails while enhancing (an error, or an output
+  that departs grossly from its input,
+  :mod:`speechbrain_elbo.output_check`) is a row with status ``failed``
+  and its one-line reason; the other files go on.
 
 ``torch.distributed`` is used for three things only: rank 0's list of
 existing outputs, sent to all (so that no rank sees another's fresh
@@ -78,11 +89,13 @@ from speechbrain.utils.distributed import (
     is_distributed_initialized,
 )
 
-from speechbrain_elbo.audio_input import check_audio_file
+from speechbrain_elbo.audio_input import check_audio_content
 from speechbrain_elbo.fileio import write_audio_atomic, write_csv_atomic
+from speechbrain_elbo.output_check import EnhancementOutputError
 from speechbrain_elbo.pipeline import utterance_seed
 
 __all__ = [
+    "BadInputsError",
     "MANIFEST_FIELDS",
     "Unit",
     "CorpusSummary",
@@ -112,6 +125,20 @@ MANIFEST_FIELDS = (
 #: How long a rank waits for the others at the end (the slowest rank's
 #: extra time): generous, for long runs on uneven machines.
 GROUP_TIMEOUT = datetime.timedelta(days=7)
+
+
+class BadInputsError(ValueError):
+    """Inputs that cannot be enhanced, found before any enhancement.
+
+    Attributes
+    ----------
+    reasons : dict
+        Input index -> its one-line reason.
+    """
+
+    def __init__(self, message, reasons):
+        super().__init__(message)
+        self.reasons = reasons
 
 
 class Unit(NamedTuple):
@@ -415,6 +442,7 @@ class _Runner:
             steps=settings["steps"],
             corrector_steps=settings["corrector_steps"],
             use_refiner=settings["use_refiner"],
+            check_output=settings["check_output"],
         )
 
     def duration(self, index):
@@ -476,22 +504,29 @@ class _Runner:
             waves.append(wave)
         if not members:
             return
+        departed = [None] * len(members)
         try:
             enhanced = enhancer.enhance_batch(
                 torch.stack(waves),
                 seed=[self.seed(index) for index in members],
                 **self.options,
             )
+        except EnhancementOutputError as error:
+            # the others of the batch are fine: keep them
+            enhanced, departed = error.enhanced, error.departures
         except Exception as error:
             for index in members:
                 self.fail(index, _one_line(error, self.pairs[index][0]))
             return
         written = []
-        for index, wav in zip(members, enhanced, strict=True):
+        for index, wav, reason in zip(members, enhanced, departed, strict=True):
+            source, target = self.pairs[index]
             if index in done:
                 self.record(index, "skipped")
                 continue
-            source, target = self.pairs[index]
+            if reason is not None:
+                self.fail(index, f"{source}: {reason}; not written")
+                continue
             try:
                 write_audio_atomic(
                     target, wav, enhancer.sample_rate, self.settings["subtype"]
@@ -527,19 +562,93 @@ class _Runner:
         self.record(index, "enhanced", seconds, self.enhancer.last_nfe)
 
 
-def _headers(pairs, mix_down):
-    """Each input's header, or the one-line reason it cannot be enhanced."""
+def _check_inputs(pairs, mix_down, done):
+    """Each input's header, or the one-line reason it cannot be enhanced.
+
+    Every sample is read (:func:`check_audio_content`), except in the files
+    whose output exists (``done``: they are skipped), of which only the
+    header is.
+    """
+    from speechbrain_elbo.audio_input import check_audio_file
+
     infos, reasons = [], {}
     for index, (source, _) in enumerate(pairs):
+        check = check_audio_file if index in done else check_audio_content
         try:
-            info = check_audio_file(
-                source, mix_down, mix_down_hint="pass --mix-down"
-            )
+            info = check(source, mix_down, mix_down_hint="pass --mix-down")
         except Exception as error:
             info = None
             reasons[index] = _one_line(error, source)
         infos.append(info)
     return infos, reasons
+
+
+def _too_short(pairs, infos, enhancer):
+    """Inputs shorter than the model needs (after resampling), by index."""
+    reasons = {}
+    for index, info in enumerate(infos):
+        if info is None:
+            continue
+        frames = info.frames * enhancer.sample_rate / info.sample_rate
+        if frames < enhancer.min_samples:
+            reasons[index] = (
+                f"{pairs[index][0]} has {info.frames} samples at "
+                f"{info.sample_rate} Hz, fewer "
+                f"than the {enhancer.min_samples} at {enhancer.sample_rate} "
+                "Hz the model needs: too short to enhance"
+            )
+    return reasons
+
+
+def _check_writable(folder, what):
+    """Try writing in ``folder`` (or its nearest existing parent, which
+    must be a folder); one clear error naming ``folder`` if it fails.
+    Nothing is created."""
+    import tempfile
+
+    folder = pathlib.Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{what} {folder} cannot be created: {existing} is a file, not a "
+            "folder; choose another"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test."):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"{what} {folder} is not writable ({error.strerror or error}); "
+            "choose another"
+        ) from error
+
+
+def _stop_for_bad_inputs(reasons, pairs, prog, rank, late=False):
+    """Report every bad input (one line each) and raise one summary."""
+    total = len(pairs)
+    bad = len(reasons)
+    rest = total - bad
+    when = "nothing was enhanced" if late else "nothing was loaded or enhanced"
+    advice = (
+        f"fix or remove {'it' if bad == 1 else 'them'}, or pass "
+        f"--skip-errors to enhance the other {rest}"
+        if rest
+        else "fix or remove them"
+    )
+    if bad == 1:
+        ((index, reason),) = reasons.items()
+        message = reason if total == 1 else f"{reason}; {when}: {advice}"
+    else:
+        if rank == 0:
+            for index in sorted(reasons):
+                print(f"{prog}: error: {reasons[index]}", file=sys.stderr)
+        message = (
+            f"{bad} of {total} inputs cannot be enhanced (listed above); "
+            f"{when}: {advice}"
+        )
+    raise BadInputsError(message, reasons)
 
 
 def _summary(rows, world, wall, manifest):
@@ -578,6 +687,8 @@ def enhance_corpus(
     manifest=None,
     quiet=True,
     prog="speechbrain_elbo.corpus",
+    skip_errors=False,
+    check_output=True,
 ):
     """Enhance audio files and folders into ``out_dir``, on every rank.
 
@@ -624,6 +735,15 @@ def enhance_corpus(
         No progress bar and no totals (failures are always reported).
     prog : str
         Prefix of the lines written on stderr.
+    skip_errors : bool
+        Enhance the good inputs when some are bad (the bad ones are
+        ``failed`` rows); without it a bad input stops the run before the
+        model is loaded (or, too short for the model, before anything is
+        enhanced), after every bad input has been reported.
+    check_output : bool
+        Fail (and do not write) a file whose output departs grossly from
+        its input (:mod:`speechbrain_elbo.output_check`); False writes it
+        anyway (the departure is still logged).
 
     Returns
     -------
@@ -635,6 +755,10 @@ def enhance_corpus(
     FileExistsError
         If an output exists and neither ``overwrite`` nor ``resume`` is
         set.
+    BadInputsError
+        If inputs cannot be enhanced and ``skip_errors`` is not set.
+    OSError
+        If the output folder or the manifest's folder cannot be written.
     ValueError
         For settings that cannot be used (on every rank alike).
     """
@@ -667,6 +791,21 @@ def enhance_corpus(
             )
         if overwrite:
             done = set()
+        # everything that can be checked without the model, by rank 0
+        checked = None
+        if rank == 0:
+            try:
+                _check_writable(out_dir, "the output folder")
+                _check_writable(manifest.parent, "the manifest's folder")
+                checked = _check_inputs(pairs, mix_down, done)
+            except OSError as error:
+                checked = error
+        checked = ddp_broadcast(checked)
+        if isinstance(checked, OSError):
+            raise checked
+        infos, reasons = checked
+        if reasons and not skip_errors:
+            _stop_for_bad_inputs(reasons, pairs, prog, rank)
         local = rank_device(device, get_local_rank())
         _check_cuda_index(local, rank)
         enhancer = _load_enhancer(
@@ -674,7 +813,12 @@ def enhance_corpus(
         )
         enhancer.make_sampler(sampler, steps, corrector_steps)
         enhancer._use_refiner(use_refiner)
-        infos, reasons = _headers(pairs, mix_down)
+        short = _too_short(pairs, infos, enhancer)
+        if short and not skip_errors:
+            _stop_for_bad_inputs(short, pairs, prog, rank, late=True)
+        for index, reason in short.items():
+            infos[index] = None
+            reasons[index] = reason
         units = plan_units(
             infos,
             enhancer.sample_rate,
@@ -696,6 +840,7 @@ def enhance_corpus(
             subtype=subtype,
             resume=resume,
             prog=prog,
+            check_output=check_output,
         )
         name = f"{manifest.stem}.rank{rank}-of-{world}{manifest.suffix}"
         part = _Part(manifest.with_name(name))

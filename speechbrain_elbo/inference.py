@@ -62,7 +62,7 @@ from speechbrain_elbo.audio_input import (
 from speechbrain_elbo.chunking import check_chunking, crossfade_windows
 from speechbrain_elbo.export import HPARAMS_FILE, ModelFolderError, load_folder
 from speechbrain_elbo.long_audio import LongAudioMixin, first_given
-from speechbrain_elbo.output_check import departures
+from speechbrain_elbo.output_check import EnhancementOutputError, departures
 from speechbrain_elbo.pipeline import (
     enhance_spectrogram,
     enhance_waveforms,
@@ -459,6 +459,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         seed=None,
         generator=None,
         return_nfe=False,
+        check_output=False,
     ):
         """Enhance a batch of waveforms at the model's sample rate.
 
@@ -489,6 +490,13 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             Alternative to ``seed``.
         return_nfe : bool
             Also return the number of score-network evaluations.
+        check_output : bool
+            Raise an ``EnhancementOutputError``
+            (:mod:`speechbrain_elbo.output_check`) instead of logging a
+            warning when an output departs grossly from its input; the
+            error's ``departures`` and ``enhanced`` hold every waveform's
+            reason (or None) and the whole batch, so that a caller can
+            keep the others.
 
         Returns
         -------
@@ -501,8 +509,9 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             Only with ``return_nfe``.
 
         An output that departs grossly from its input (too few steps, a
-        wrong setting) is logged as a warning and named in
-        :attr:`last_departures`.
+        wrong setting; :mod:`speechbrain_elbo.output_check`) is named in
+        :attr:`last_departures` and logged as a warning, or raised with
+        ``check_output``.
         """
         plan = self.make_sampler(sampler, steps, corrector_steps, snr)
         refine = self._use_refiner(use_refiner)
@@ -515,19 +524,32 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             wav, _, scale = peak_normalize(wav, lengths=lengths)
             gen = self._generator(seed, generator)
             enhanced = self._enhance_normalized(wav, lengths, plan, refine, gen)
-            self._report_departures(departures(wav, enhanced, plan, lengths))
+            reasons = departures(wav, enhanced, plan, lengths)
             enhanced = (enhanced * scale).to(out_device)
         if squeeze:
             enhanced = enhanced[0]
+        self._report_departures(reasons, None, check_output, enhanced)
         return (enhanced, self.last_nfe) if return_nfe else enhanced
 
-    def _report_departures(self, reasons, names=None):
-        """Record and log outputs that depart from their inputs."""
+    def _report_departures(self, reasons, names, check_output, enhanced=None):
+        """Record outputs that depart from their inputs; log them, or raise
+        one :class:`EnhancementOutputError` with ``check_output``."""
         self.last_departures = list(reasons)
-        for index, reason in enumerate(self.last_departures):
-            if reason is not None:
-                name = names[index] if names else f"waveform {index}"
-                logger.warning("%s: %s", name, reason)
+        names = names or [f"waveform {i}" for i in range(len(reasons))]
+        found = [
+            f"{name}: {reason}"
+            for name, reason in zip(names, reasons, strict=True)
+            if reason is not None
+        ]
+        if found and check_output:
+            error = EnhancementOutputError(
+                "; ".join(found) + "; nothing written"
+            )
+            error.departures = self.last_departures
+            error.enhanced = enhanced
+            raise error
+        for line in found:
+            logger.warning("%s", line)
 
     def forward(self, noisy, lengths=None, **options):
         """Same as :meth:`enhance_batch`."""

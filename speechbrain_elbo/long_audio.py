@@ -44,7 +44,7 @@ from speechbrain_elbo.chunking import (
     process_in_chunks,
 )
 from speechbrain_elbo.fileio import AtomicAudioWriter
-from speechbrain_elbo.output_check import EnhancementOutputError, OutputStats
+from speechbrain_elbo.output_check import OutputStats
 from speechbrain_elbo.sampling import Sampler
 
 __all__ = ["LongAudioMixin", "first_given"]
@@ -162,7 +162,7 @@ class LongAudioMixin:
         :func:`speechbrain_elbo.chunking.process_in_chunks` for the chunks.
         Input and output energies and peaks are accumulated over the valid
         samples of every chunk; an output that departs grossly from the
-        input is logged (:attr:`last_departures`) and, with
+        input is named in ``last_departures`` and logged, or, with
         ``plan.check_output``, raised as an ``EnhancementOutputError``
         before the caller's writer renames anything.
         """
@@ -205,10 +205,9 @@ class LongAudioMixin:
             plan.progress is True,
         )
         reason = stats.reason(plan.sampler)
-        self._report_departures([reason], [name or "the waveform"])
-        if reason is not None and plan.check_output:
-            where = f"{name}: " if name else ""
-            raise EnhancementOutputError(f"{where}{reason}; nothing written")
+        self._report_departures(
+            [reason], [name or "the waveform"], plan.check_output
+        )
         return result
 
     def _enhance_to(
@@ -338,9 +337,11 @@ class LongAudioMixin:
         **options
             Chunking and sampling settings, as in :meth:`enhance_long`
             (including ``progress``). ``check_output`` defaults to True
-            here: an output that departs grossly from the input raises an
+            when an output file is given: an output that departs grossly
+            from the input raises an
             :class:`~speechbrain_elbo.output_check.EnhancementOutputError`
-            naming the settings to change, and nothing is written.
+            naming the settings to change, and nothing is written (without
+            a file, as :meth:`enhance_long`, it is logged).
 
         Returns
         -------
@@ -348,7 +349,7 @@ class LongAudioMixin:
             The enhanced waveform (L,) at the model's sample rate on the
             CPU, not scaled into full scale (as :meth:`enhance_batch`).
         """
-        options.setdefault("check_output", True)
+        options.setdefault("check_output", output_filename is not None)
         return self._enhance_file(
             filename, output_filename, mix_down, subtype, True, **options
         )

@@ -47,7 +47,10 @@ def inputs(tmp_path):
 
 
 def run(model, *args):
-    return main(["--model", str(model), *map(str, args), "--quiet"])
+    # the tiny model has random weights: its outputs depart from the inputs
+    return main(
+        ["--model", str(model), *map(str, args), "--quiet", "--no-output-check"]
+    )
 
 
 def test_files_and_folders(model, inputs, tmp_path, monkeypatch):
@@ -104,6 +107,8 @@ def test_seed_and_options_are_applied(model, inputs, tmp_path):
         use_refiner=False,
         seed=utterance_seed(3, "a.wav"),  # the file's own noise
     )[0]
+    # the file is within full scale: scaled by its peak when beyond it
+    expected = expected / max(1.0, float(expected.abs().max()))
     assert np.allclose(first, expected.numpy(), atol=1e-6)
 
 
@@ -190,8 +195,10 @@ def test_long_file_is_chunked(model, tmp_path):
         source=model, chunk_seconds=1, overlap_seconds=0.25
     )
     expected = enhancer.enhance_file(
-        path, steps=1, seed=utterance_seed(0, "long.wav")
+        path, steps=1, seed=utterance_seed(0, "long.wav"), check_output=False
     )
+    # the file is within full scale: scaled by its peak when beyond it
+    expected = expected / max(1.0, float(expected.abs().max()))
     assert np.array_equal(enhanced, expected.numpy())
 
 
@@ -308,6 +315,7 @@ def test_progress_counts_seconds_of_audio(model, inputs, tmp_path, monkeypatch):
     long = tmp_path / "long.wav"
     sf.write(long, noise(int(2.5 * SR), 3), SR)
     args = ["--steps", "1", "--chunk-seconds", "1", "--overlap-seconds", "0.25"]
+    args.append("--no-output-check")  # the tiny model's weights are random
     files = [str(f) for f in (data, single, long)]
     out = str(tmp_path / "o")
     assert main(["--model", str(model), *files, "--out", out, *args]) == 0

@@ -42,6 +42,8 @@ OPTIONS = [
     "--batch-size",
     "4",
     "--quiet",
+    # one PC step is fast garbage, which the output check would refuse
+    "--no-output-check",
 ]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,7 +205,13 @@ def test_failures_are_listed_and_the_others_go_on(corpus, tmp_path, capsys):
     out = tmp_path / "out"
     manifest = tmp_path / "report" / "all.csv"
     args = [str(data), "--out", str(out), *OPTIONS, "--manifest", manifest]
+    # without --skip-errors: every bad file, then stop before the model
     assert main(list(map(str, args))) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "2 of 5 inputs" in errors[-1]
+    assert not out.exists() and not manifest.exists()
+    # with it: the others are enhanced, and the status says some were not
+    assert main(list(map(str, [*args, "--skip-errors"]))) == 3
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2
     rows = {pathlib.Path(r["input"]).name: r for r in read_manifest(manifest)}
