@@ -475,6 +475,11 @@ def _cannot_write(path, error):
         or getattr(error, "error_string", None)
         or str(error)
     )
+    blocking = next(
+        (p for p in pathlib.Path(path).absolute().parents if p.is_file()), None
+    )
+    if blocking is not None:
+        reason = f"{blocking} is a file, not a folder"
     failure = OSError(f"Cannot write {path}: {reason}.")
     failure.errno = getattr(error, "errno", None)
     return failure
