@@ -38,9 +38,21 @@ setup(
         "soundfile",
     ],
     extras_require={
+        # the ONNX Runtime backend (speechbrain_elbo.onnx_backend): export
+        # with torch.onnx (onnx, onnxscript), run with onnxruntime (use
+        # onnxruntime-gpu instead for its CUDA execution provider)
+        "onnx": ["onnxruntime>=1.32", "onnx>=1.23", "onnxscript>=0.7"],
         # playwright drives Debian's chromium (tools/install_browser.sh) in
-        # the test of the demo's report.html; its browsers are not needed
-        "dev": ["pytest==9.2.0", "ruff==0.17.6", "playwright==1.65.2"]
+        # the test of the demo's report.html; its browsers are not needed;
+        # the onnx packages let `make test` test the ONNX Runtime backend
+        "dev": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            "playwright==1.65.2",
+            "onnxruntime==1.32.0",
+            "onnx==1.23.2",
+            "onnxscript==0.7.2",
+        ],
     },
     entry_points={
         "console_scripts": [

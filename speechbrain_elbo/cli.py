@@ -4,7 +4,9 @@ Usage (also ``python -m speechbrain_elbo``)::
 
     speechbrain-elbo-enhance [--model MODEL] INPUT [INPUT ...] --out OUT_DIR
         [--steps N] [--sampler {pc,euler,heun,ode}] [--corrector-steps N]
-        [--seed S] [--device DEV] [--no-refiner] [--batch-size B]
+        [--seed S] [--device DEV] [--backend {torch,onnxruntime}]
+        [--threads N] [--precision {fp32,bf16,fp16}] [--no-refiner]
+        [--batch-size B]
         [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
         [--subtype SUBTYPE] [--overwrite | --resume] [--manifest CSV]
         [--skip-errors] [--no-output-check] [--trust-model] [--quiet]
@@ -125,6 +127,34 @@ def build_parser():
     )
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1... (default: auto)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help=(
+            "what runs the networks: torch (default) or onnxruntime (faster "
+            "on a CPU; pip install 'speechbrain_elbo[onnx]'; exported once "
+            "and cached)"
+        ),
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=(
+            "CPU threads (default: OMP_NUM_THREADS if set, else the cores "
+            "not busy with other processes; 1 on a shared machine)"
+        ),
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help=(
+            "precision of the networks (default fp32; bf16/fp16 on a GPU, "
+            "bf16 on a CPU with bf16 instructions)"
+        ),
     )
     parser.add_argument(
         "--no-refiner",
@@ -340,6 +370,9 @@ def _load_model(args):
         kwargs["chunk_seconds"] = args.chunk_seconds
     if args.overlap_seconds is not None:
         kwargs["overlap_seconds"] = args.overlap_seconds
+    kwargs["backend"] = args.backend
+    kwargs["threads"] = args.threads
+    kwargs["precision"] = args.precision
     return DiffusionEnhancement.from_hparams(
         source=resolve_model(args.model, args.quiet),
         run_opts=run_opts,
@@ -365,6 +398,8 @@ def _run(args):
     if args.corrector_steps is not None and args.corrector_steps < 0:
         raise CommandError("--corrector-steps must be >= 0")
     check_device(args.device, "--device")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError("--threads must be >= 1")
 
     def load(device):
         # each process loads the model on its device; one default note
@@ -420,7 +455,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, OSError, RuntimeError) as error:
+    except (
+        CommandError,
+        ValueError,
+        OSError,
+        RuntimeError,
+        ImportError,
+    ) as error:
         message = " ".join(str(error).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1

@@ -69,6 +69,12 @@ from speechbrain_elbo.pipeline import (
     frame_multiple_of,
     frame_padding_of,
 )
+from speechbrain_elbo.runtime import (
+    AutocastNetwork,
+    check_backend,
+    check_precision,
+    set_threads,
+)
 from speechbrain_elbo.sampling import SAMPLERS, Sampler
 from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.spectral import peak_normalize
@@ -155,6 +161,20 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         memory; raise it on a GPU).
     crossfade : str
         Shape of the cross-fade, see :func:`crossfade_windows`.
+    backend : str
+        What runs the networks: ``"torch"`` (default) or ``"onnxruntime"``
+        (the ``onnx`` extra; the networks are exported to ONNX once and
+        cached, :mod:`speechbrain_elbo.onnx_backend`). The sampler, STFT
+        and SDE are the library's own either way.
+    threads : int
+        CPU threads of PyTorch (set for the whole process) and of ONNX
+        Runtime. Default: ``OMP_NUM_THREADS`` when set, else the free
+        cores (:func:`speechbrain_elbo.runtime.default_threads`).
+    precision : str
+        ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: autocast of the
+        networks only (:class:`speechbrain_elbo.runtime.AutocastNetwork`),
+        for GPUs and CPUs with bf16 instructions; elsewhere a clear error.
+        Default: SpeechBrain's ``run_opts["precision"]``.
 
     Attributes
     ----------
@@ -182,6 +202,9 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         overlap_seconds=None,
         max_batch=None,
         crossfade=None,
+        backend=None,
+        threads=None,
+        precision=None,
         **kwargs,
     ):
         run_opts = kwargs.get("run_opts") or {}
@@ -218,6 +241,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         self.last_refined = None
         self.last_num_chunks = None
         self.last_departures = None
+        self._prepare_runtime(backend, threads, precision)
 
     # -- loading ----------------------------------------------------------
     @classmethod
@@ -277,7 +301,8 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             make (the command line does, by default).
         **kwargs
             Forwarded to the constructor: ``run_opts={"device": ...}``,
-            ``chunk_seconds``, ``overlap_seconds``, ``max_batch``...
+            ``chunk_seconds``, ``overlap_seconds``, ``max_batch``,
+            ``backend``, ``threads``, ``precision``...
 
         Returns
         -------
@@ -308,7 +333,61 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             check_yaml=check_yaml,
         )
         hparams["savedir"] = savedir
+        # only a plain folder may hold the ONNX cache (not the package's
+        # bundled models, not a hub snapshot)
+        hparams["source_kind"] = resolved.kind
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
+
+    # -- runtime ----------------------------------------------------------
+    def _prepare_runtime(self, backend, threads, precision):
+        """Backend, CPU threads and precision of the networks.
+
+        The score model's backbone and the refiner's backbone are replaced
+        by an :class:`~speechbrain_elbo.onnx_backend.OnnxNetwork`
+        (``backend="onnxruntime"``) or an
+        :class:`~speechbrain_elbo.runtime.AutocastNetwork` (bf16, fp16);
+        the sampler, STFT and SDE are untouched.
+        """
+        hp = vars(self.hparams)
+        self.backend = check_backend(backend)
+        self.threads = set_threads(threads)
+        name = first_given(precision, getattr(self, "precision", None))
+        dtype = check_precision(name, self.device, self.backend)
+        self.precision = "fp32" if name is None else str(name).lower()
+        holders = {"score_model": self.score_model, "refiner": self.refiner}
+        holders = {k: v for k, v in holders.items() if v is not None}
+        if self.backend == "torch" and dtype == torch.float32:
+            return
+        for key, holder in holders.items():
+            backbone = getattr(holder, "backbone", None)
+            if not isinstance(backbone, torch.nn.Module):
+                raise ValueError(
+                    f"The {key} has no backbone network to run with "
+                    f"backend={self.backend!r}, precision={self.precision!r}; "
+                    "use backend='torch', precision='fp32'."
+                )
+        if self.backend == "torch":
+            for holder in holders.values():
+                holder.backbone = AutocastNetwork(
+                    holder.backbone, dtype, self.device_type
+                )
+            return
+        from speechbrain_elbo.onnx_backend import cache_roots, onnx_network
+
+        roots = cache_roots(
+            hp.get("pretrained_path"),
+            hp.get("savedir"),
+            in_folder=hp.get("source_kind", "folder") == "folder",
+        )
+        for key, holder in holders.items():
+            holder.backbone = onnx_network(
+                holder.backbone,
+                key,
+                roots,
+                num_freqs=self.transform.n_fft // 2 + 1,
+                threads=self.threads,
+                device=self.device,
+            )
 
     # -- settings ---------------------------------------------------------
     @property
@@ -439,7 +518,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
             refiner=refiner,
             generator=generator,
             frame_multiple=frame_multiple_of(self.mods.score_model, refiner),
-            autocast=self.inference_ctx,
+            autocast=None,  # precision: in the networks (_prepare_runtime)
             crop=not frame_padding_of(self.score_model)[1],
         )
         self.last_nfe = out.nfe
@@ -622,7 +701,7 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
                 frame_multiple=frame_multiple_of(
                     self.mods.score_model, self.refiner
                 ),
-                autocast=self.inference_ctx,
+                autocast=None,
             )
         self.last_nfe = out.nfe
         self.last_refined = self.has_refiner
