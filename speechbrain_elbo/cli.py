@@ -143,8 +143,8 @@ def build_parser():
         type=int,
         default=None,
         help=(
-            "CPU threads (default: OMP_NUM_THREADS if set, else the cores "
-            "not busy with other processes; 1 on a shared machine)"
+            "CPU threads (default: at most the cores that other processes "
+            "leave free, by the load average; 1 on a busy 2-core machine)"
         ),
     )
     parser.add_argument(

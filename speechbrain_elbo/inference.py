@@ -168,8 +168,9 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
         and SDE are the library's own either way.
     threads : int
         CPU threads of PyTorch (set for the whole process) and of ONNX
-        Runtime. Default: ``OMP_NUM_THREADS`` when set, else the free
-        cores (:func:`speechbrain_elbo.runtime.default_threads`).
+        Runtime. Default: PyTorch's current setting capped at the cores
+        that other processes leave free
+        (:func:`speechbrain_elbo.runtime.check_threads`).
     precision : str
         ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: autocast of the
         networks only (:class:`speechbrain_elbo.runtime.AutocastNetwork`),

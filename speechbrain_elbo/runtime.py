@@ -125,27 +125,30 @@ def default_threads(load=None):
 
 
 def check_threads(threads):
-    """``threads`` checked.
+    """``threads`` checked; None is the default.
 
-    None is the environment's ``OMP_NUM_THREADS`` when it is set (the
-    user's choice for the process), else :func:`default_threads`.
+    The default is PyTorch's current setting, capped at
+    :func:`default_threads` (never more threads than free cores; a setting
+    the program made, e.g. ``torch.set_num_threads(1)``, is kept when it is
+    lower); with ``OMP_NUM_THREADS`` set (the user's choice for the
+    process) PyTorch's current setting as it is.
 
     Example
     -------
     >>> check_threads(2)
     2
+    >>> check_threads(None) <= torch.get_num_threads()
+    True
     >>> check_threads(0)
     Traceback (most recent call last):
     ...
     ValueError: threads must be an integer >= 1, got 0.
     """
     if threads is None:
-        given = os.environ.get("OMP_NUM_THREADS", "").strip()
-        return (
-            int(given)
-            if given.isdigit() and int(given) > 0
-            else (default_threads())
-        )
+        current = torch.get_num_threads()
+        if os.environ.get("OMP_NUM_THREADS", "").strip():
+            return current
+        return max(1, min(current, default_threads()))
     if isinstance(threads, bool) or int(threads) != threads or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}.")
     return int(threads)
@@ -157,7 +160,7 @@ def set_threads(threads):
     Arguments
     ---------
     threads : int or None
-        Threads, or None for :func:`default_threads`.
+        Threads, or None for the default (:func:`check_threads`).
 
     Returns
     -------

@@ -168,11 +168,20 @@ def test_default_threads_rule(monkeypatch):
     assert runtime.default_threads(load=0.2) == 4
     assert runtime.default_threads(load=1.0) == 3
     assert runtime.default_threads(load=7.0) == 1
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert runtime.check_threads(None) == 3
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr(runtime, "default_threads", lambda: 2)
-    assert runtime.check_threads(None) == 2
+    # the default caps PyTorch's setting at the free cores, never raises it
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(runtime, "default_threads", lambda: 1)
+        assert runtime.check_threads(None) == 1
+        monkeypatch.setattr(runtime, "default_threads", lambda: 4)
+        assert runtime.check_threads(None) == 2
+        # OMP_NUM_THREADS is the user's choice: PyTorch's setting is kept
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.setattr(runtime, "default_threads", lambda: 1)
+        assert runtime.check_threads(None) == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_reduced_precision_on_a_cpu_without_bf16_is_a_clear_error(
