@@ -33,12 +33,28 @@ noisy input, of stage 1 and of both stages for each sampler setting of
 ``--quality-samplers`` (one stage-1 sample per item, the refiner applied
 to that same sample), and names the best setting by ``--metric``.
 
+With ``--backends`` it compares what runs the networks (issue 15), in one
+process: the per-forward time of ``--backend-configs`` (default small,
+ncsnpp_m, ncsnpp; batch 1, F = 256, ``--frames`` 256) in eager PyTorch and
+in ONNX Runtime (and sgmse 0.1.2's NCSNpp beside ncsnpp with
+``--reference-root``), timed in alternation, and the end-to-end RTF of the
+bundled two-stage model (``--e2e-model``; its default sampler and the
+refiner on ``--e2e-seconds`` of audio) with both backends, for each of
+``--thread-counts`` (1 2) and the default threads
+(:func:`speechbrain_elbo.runtime.default_threads`), first as the machine
+is ("idle") then with one competing CPU-bound process ("busy", started
+``--settle-s`` seconds before). It ends with the RTF and the SI-SDR
+against the fp32 output of bf16 and fp16 on ``--device`` where they can run
+(else the reason), and prints the machine and the command. The ONNX graphs
+are cached under ``--work``.
+
 Usage (from the repository root; the measured table is in
 docs/inference.md)::
 
     .venv/bin/python bench/inference.py                      # everything
     .venv/bin/python bench/inference.py --configs tiny --durations 10 60
     .venv/bin/python bench/inference.py --from-json a.json b.json  # tables
+    .venv/bin/python bench/inference.py --backends --reference-root SGMSE
     .venv/bin/python bench/inference.py --quality MODEL --data MINIVB \\
         --split valid --items 20
 """
@@ -533,6 +549,413 @@ def quality(args):
         write_json_atomic(args.json, rows, indent=1)
 
 
+# ---------------------------------------------------------------------------
+# Backends, threads and load (--backends): eager PyTorch vs ONNX Runtime
+# ---------------------------------------------------------------------------
+class Competitor:
+    """One CPU-bound process (a busy loop) while the block runs."""
+
+    def __init__(self, active, settle_s):
+        self.active = active
+        self.settle_s = settle_s
+        self.process = None
+
+    def __enter__(self):
+        if self.active:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "while True: pass"]
+            )
+            # the load average (default_threads) needs about a minute
+            time.sleep(self.settle_s)
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _timed(call, repeats):
+    """Median and best seconds of ``repeats`` calls (after one warm-up)."""
+    import statistics
+
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def _alternate(calls, repeats):
+    """Time ``calls`` (name -> callable) in alternation: one warm-up each,
+    then ``repeats`` rounds whose order flips every round (the same load
+    for all). Returns name -> (median s, best s)."""
+    import statistics
+
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for i in range(repeats):
+        order = list(calls) if i % 2 == 0 else list(calls)[::-1]
+        for name in order:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return {n: (statistics.median(v), min(v)) for n, v in times.items()}
+
+
+def _onnx_network(net, name, args):
+    from speechbrain_elbo.onnx_backend import onnx_network
+
+    start = time.perf_counter()
+    made = onnx_network(net, name, [args.onnx_cache], num_freqs=256)
+    print(
+        f"  {name}: ONNX graph ready in {time.perf_counter() - start:.0f} s "
+        f"({made.path.parent.name})",
+        flush=True,
+    )
+    return made.path
+
+
+def forward_rows(args, load_name, threads_list, cache):
+    """Per-forward ms of each config (batch 1, F = 256, --frames frames),
+    eager vs ONNX Runtime (and sgmse's NCSNpp for ``ncsnpp`` with
+    --reference-root), alternating, for each thread count."""
+    import torch
+
+    from speechbrain_elbo.export import module_from_yaml
+    from speechbrain_elbo.onnx_backend import OnnxNetwork
+
+    rows = []
+    for config in args.backend_configs:
+        if config not in cache:
+            torch.manual_seed(0)
+            net = module_from_yaml(MODELS / f"{config}.yaml", "score_model")
+            net.eval()
+            cache[config] = (net, _onnx_network(net, config, args))
+        net, path = cache[config]
+        x = torch.randn(1, 4, 256, args.frames)
+        cond = torch.tensor([-1.0])
+        reference = None
+        if args.reference_root and config == "ncsnpp":
+            reference = _reference_call(args, x)
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            onnx = OnnxNetwork(path, net, threads=threads)
+            calls = {
+                "eager": lambda net=net, x=x, c=cond: net(x, c),
+                "onnxruntime": lambda onnx=onnx, x=x, c=cond: onnx(x, c),
+            }
+            if reference is not None:
+                calls["sgmse 0.1.2"] = reference
+            with torch.inference_mode():
+                result = _alternate(calls, args.backend_repeats)
+            row = {
+                "load": load_name,
+                "config": config,
+                "threads": threads,
+                "frames": args.frames,
+                "load_average": load_average(),
+                **{f"{k}_ms": v[0] * 1e3 for k, v in result.items()},
+                **{f"{k}_best_ms": v[1] * 1e3 for k, v in result.items()},
+            }
+            rows.append(row)
+            print(
+                f"  {load_name:5s} {config:9s} threads={threads}: "
+                + ", ".join(
+                    f"{k} {v[0] * 1e3:.0f} ms" for k, v in result.items()
+                )
+                + f" (load {row['load_average']:.2f})",
+                flush=True,
+            )
+            del onnx
+    return rows
+
+
+def _reference_call(args, x):
+    """sgmse 0.1.2's NCSNpp (default layout = ncsnpp.yaml) on the same
+    input, as ``bench/network_speed.py --reference-root`` builds it."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from network_speed import load_reference
+
+    torch.manual_seed(0)
+    ref = load_reference(args.reference_root)().eval()
+    spec = torch.complex(x[:, 0::2], x[:, 1::2])  # (1, 2, F, T) complex
+    t = torch.tensor([0.3])
+    return lambda: ref(spec, t)
+
+
+def e2e_rows(args, load_name, threads_list, audio):
+    """End-to-end RTF of the --e2e-model (default: the bundled two-stage
+    model, its default sampler) on --e2e-seconds of audio: eager vs ONNX
+    Runtime for each thread count, and the default threads."""
+    from speechbrain_elbo.inference import DiffusionEnhancement
+    from speechbrain_elbo.metrics import si_sdr
+    from speechbrain_elbo.runtime import default_threads
+
+    rows = []
+    seconds = audio.shape[-1] / SR
+    # what a fresh process gets (PyTorch's default: all cores, capped)
+    default = default_threads()
+    for threads in [*threads_list, f"default={default}"]:
+        count = default if isinstance(threads, str) else threads
+        models = {
+            backend: DiffusionEnhancement.from_hparams(
+                args.e2e_model,
+                savedir=args.onnx_cache.parent / "e2e_savedir",
+                run_opts={"device": "cpu"},
+                threads=count,
+                backend=backend,
+            )
+            for backend in ("torch", "onnxruntime")
+        }
+        outs = {}
+
+        def run(backend, models=models, outs=outs):
+            outs[backend] = models[backend].enhance_batch(audio, seed=0)
+
+        calls = {b: (lambda b=b, run=run: run(b)) for b in models}
+        result = _alternate(calls, args.e2e_repeats)
+        row = {
+            "load": load_name,
+            "threads": threads,
+            "audio_s": seconds,
+            "load_average": load_average(),
+            "eager_rtf": result["torch"][0] / seconds,
+            "onnxruntime_rtf": result["onnxruntime"][0] / seconds,
+            "eager_best_rtf": result["torch"][1] / seconds,
+            "onnxruntime_best_rtf": result["onnxruntime"][1] / seconds,
+            "onnx_vs_eager_si_sdr": float(
+                si_sdr(outs["onnxruntime"], outs["torch"])
+            ),
+        }
+        rows.append(row)
+        print(
+            f"  {load_name:5s} e2e threads={threads}: RTF eager "
+            f"{row['eager_rtf']:.3f}, onnxruntime {row['onnxruntime_rtf']:.3f}"
+            f" (ONNX vs eager SI-SDR {row['onnx_vs_eager_si_sdr']:.1f} dB; "
+            f"load {row['load_average']:.2f})",
+            flush=True,
+        )
+    return rows
+
+
+def precision_rows(args, audio):
+    """RTF and SI-SDR against the fp32 output of bf16 and fp16 (where the
+    device allows them; otherwise the reason)."""
+    from speechbrain_elbo.inference import DiffusionEnhancement
+    from speechbrain_elbo.metrics import si_sdr
+    from speechbrain_elbo.runtime import check_precision
+
+    device = args.device
+    rows = []
+    seconds = audio.shape[-1] / SR
+    outs = {}
+    for name in ("fp32", "bf16", "fp16"):
+        try:
+            check_precision(name, device)
+        except ValueError as error:
+            rows.append({"precision": name, "note": str(error)})
+            print(f"  {name}: {error}", flush=True)
+            continue
+        model = DiffusionEnhancement.from_hparams(
+            args.e2e_model,
+            run_opts={"device": device},
+            threads=1,
+            precision=name,
+        )
+        signal = audio.to(device)
+
+        def run(model=model, signal=signal, name=name):
+            outs[name] = model.enhance_batch(signal, seed=0).cpu()
+
+        median, _ = _timed(run, args.e2e_repeats)
+        row = {"precision": name, "rtf": median / seconds}
+        if name != "fp32":  # fp32 is the reference
+            row["si_sdr_vs_fp32"] = float(si_sdr(outs[name], outs["fp32"]))
+        rows.append(row)
+        vs = row.get("si_sdr_vs_fp32")
+        print(
+            f"  {name}: RTF {row['rtf']:.3f}"
+            + ("" if vs is None else f", SI-SDR against fp32 {vs:.1f} dB"),
+            flush=True,
+        )
+    return rows
+
+
+def backend_tables(forward, e2e, precision, args):
+    lines = [
+        f"Per-forward time, batch 1, F = 256, {args.frames} frames "
+        "(ms, median (best)), alternating in one process:",
+        "",
+    ]
+    extra = any("sgmse 0.1.2_ms" in r for r in forward)
+    header = "| load | config | threads | eager | ONNX Runtime | ORT / eager |"
+    if extra:
+        header += " sgmse 0.1.2 | fastest / sgmse |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in forward:
+        cells = [
+            r["load"],
+            r["config"],
+            str(r["threads"]),
+            f"{r['eager_ms']:.0f} ({r['eager_best_ms']:.0f})",
+            f"{r['onnxruntime_ms']:.0f} ({r['onnxruntime_best_ms']:.0f})",
+            f"{r['onnxruntime_ms'] / r['eager_ms']:.2f}",
+        ]
+        if extra:
+            ref = r.get("sgmse 0.1.2_ms")
+            fastest = min(r["eager_ms"], r["onnxruntime_ms"])
+            cells += (
+                [f"{ref:.0f} ({r['sgmse 0.1.2_best_ms']:.0f})"]
+                + [f"{fastest / ref:.2f}"]
+                if ref
+                else ["-", "-"]
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    if e2e:
+        lines += [
+            "",
+            f"End-to-end RTF of {pathlib.Path(str(args.e2e_model)).name} "
+            f"(default sampler, refiner), {e2e[0]['audio_s']:g} s of audio, "
+            "median (best):",
+            "",
+            "| load | threads | eager RTF | ONNX Runtime RTF | ONNX vs eager "
+            "SI-SDR (dB) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in e2e:
+            lines.append(
+                f"| {r['load']} | {r['threads']} | {r['eager_rtf']:.3f} "
+                f"({r['eager_best_rtf']:.3f}) | {r['onnxruntime_rtf']:.3f} "
+                f"({r['onnxruntime_best_rtf']:.3f}) | "
+                f"{r['onnx_vs_eager_si_sdr']:.1f} |"
+            )
+        loads = {r["load"] for r in e2e}
+        if {"idle", "busy"} <= loads:
+            lines += ["", "Busy / idle, same settings (e2e median):", ""]
+            for r in e2e:
+                if r["load"] != "busy":
+                    continue
+                idle = [
+                    i
+                    for i in e2e
+                    if i["load"] == "idle"
+                    and str(i["threads"]).split("=")[0]
+                    == str(r["threads"]).split("=")[0]
+                ]
+                if idle:
+                    i = idle[0]
+                    lines.append(
+                        f"- threads {r['threads']} (idle {i['threads']}): "
+                        f"eager x{r['eager_rtf'] / i['eager_rtf']:.2f}, "
+                        "ONNX Runtime "
+                        f"x{r['onnxruntime_rtf'] / i['onnxruntime_rtf']:.2f}"
+                    )
+    if precision:
+        lines += [
+            "",
+            f"Precision of the networks ({args.device}, torch backend):",
+            "",
+            "| precision | RTF | SI-SDR against fp32 (dB) |",
+            "|---|---|---|",
+        ]
+        for r in precision:
+            if "note" in r:
+                lines.append(f"| {r['precision']} | - | {r['note']} |")
+            else:
+                vs = r.get("si_sdr_vs_fp32")
+                vs = "reference" if vs is None else f"{vs:.1f}"
+                lines.append(f"| {r['precision']} | {r['rtf']:.3f} | {vs} |")
+    return "\n".join(lines)
+
+
+def backends(args, argv):
+    """The --backends run: per-forward and end-to-end, idle and with one
+    competing process, eager vs ONNX Runtime, threads 1 and 2."""
+    import torch
+
+    from speechbrain_elbo.fileio import write_json_atomic
+    from speechbrain_elbo.runtime import default_threads, usable_cpus
+
+    command = "python bench/inference.py " + " ".join(argv)
+    print(f"# {command}")
+    print(f"# {machine_long()}", flush=True)
+    work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="sbe_backends_"))
+    args.onnx_cache = pathlib.Path(args.onnx_cache or work / "onnx")
+    if args.e2e_model is None:
+        from speechbrain_elbo.pretrained import DEFAULT_MODEL, pretrained_path
+
+        args.e2e_model = pretrained_path(DEFAULT_MODEL)
+    audio = None
+    if args.e2e_seconds > 0:
+        import soundfile as sf
+
+        wav = make_input(work / "e2e.wav", args.e2e_seconds)
+        audio = torch.from_numpy(sf.read(str(wav), dtype="float32")[0])[None]
+    begin = time.perf_counter()
+    forward, e2e, cache = [], [], {}
+    for load_name in args.loads:
+        with Competitor(load_name == "busy", args.settle_s):
+            print(
+                f"{load_name}: load average {load_average():.2f}, "
+                f"default threads now {default_threads()} of "
+                f"{usable_cpus()} usable CPUs",
+                flush=True,
+            )
+            forward += forward_rows(args, load_name, args.thread_counts, cache)
+            if audio is not None:
+                e2e += e2e_rows(args, load_name, args.thread_counts, audio)
+    precision = precision_rows(args, audio) if args.precisions else []
+    print()
+    print(backend_tables(forward, e2e, precision, args))
+    print(
+        f"\nTotal {time.perf_counter() - begin:.0f} s; load average at the "
+        f"end {load_average():.2f}. Command: {command}"
+    )
+    if args.json:
+        write_json_atomic(
+            args.json,
+            {"forward": forward, "e2e": e2e, "precision": precision},
+            indent=1,
+        )
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def machine_long():
+    """CPU model, flags that matter, cores, versions, load."""
+    import torch
+
+    from speechbrain_elbo.runtime import cpu_has_bf16, usable_cpus
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort = f"onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = "no onnxruntime"
+    return (
+        f"{name} ({torch.backends.cpu.get_cpu_capability()}, bf16 "
+        f"{'yes' if cpu_has_bf16() else 'no'}), {os.cpu_count()} cores "
+        f"({usable_cpus()} usable), torch {torch.__version__}, {ort}, "
+        f"load average {load_average():.2f}"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="*", default=["tiny", "small"])
@@ -586,6 +1009,53 @@ def main(argv=None):
     parser.add_argument(
         "--metric", default="pesq", choices=["pesq", "estoi", "si_sdr"]
     )
+    parser.add_argument(
+        "--backends",
+        action="store_true",
+        help=(
+            "compare eager PyTorch and ONNX Runtime: per-forward time of "
+            "--backend-configs and end-to-end RTF of --e2e-model, for each "
+            "of --thread-counts, idle and with one competing process"
+        ),
+    )
+    parser.add_argument(
+        "--backend-configs", nargs="*", default=["small", "ncsnpp_m", "ncsnpp"]
+    )
+    parser.add_argument("--frames", type=int, default=256)
+    parser.add_argument("--thread-counts", nargs="*", type=int, default=[1, 2])
+    parser.add_argument(
+        "--loads",
+        nargs="*",
+        default=["idle", "busy"],
+        choices=["idle", "busy"],
+        help="busy: one competing CPU-bound process runs meanwhile",
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=60.0,
+        help="seconds the competitor runs before measuring (load average)",
+    )
+    parser.add_argument("--backend-repeats", type=int, default=5)
+    parser.add_argument(
+        "--e2e-model", help="model folder (default: the bundled one)"
+    )
+    parser.add_argument("--e2e-seconds", type=float, default=10.0)
+    parser.add_argument("--e2e-repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-precisions",
+        dest="precisions",
+        action="store_false",
+        help="skip the bf16/fp16 rows",
+    )
+    parser.add_argument("--device", default="cpu", help="for the precisions")
+    parser.add_argument(
+        "--reference-root",
+        help="sgmse checkout (sgmse/backbones/ncsnpp.py) timed beside ncsnpp",
+    )
+    parser.add_argument(
+        "--onnx-cache", help="folder of the exported graphs (kept; reused)"
+    )
     # worker-only arguments
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -595,6 +1065,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
+    elif args.backends:
+        backends(args, sys.argv[1:] if argv is None else list(argv))
     elif args.quality:
         if not args.data:
             parser.error("--quality needs --data (a MiniVB folder)")
