@@ -35,7 +35,9 @@ output exists (a killed run goes on). Run under ``torchrun
 checked against an allow-list before it is loaded
 (:mod:`speechbrain_elbo.trust`; ``--trust-model`` skips the check). Exit
 status: 0 all enhanced, 1 error (nothing or not all enhanced), 2 malformed
-command line, 3 finished with some files not enhanced (see the manifest).
+command line, 3 finished with some files not enhanced (see the manifest),
+130 on Ctrl-C, 143 on SIGTERM (both remove the temporary file being
+written; ``--resume`` goes on).
 The progress bar counts seconds of audio enhanced.
 
 Example
@@ -45,8 +47,11 @@ Example
 """
 
 import argparse
+import contextlib
 import pathlib
+import signal
 import sys
+import threading
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
 PROG = "speechbrain-elbo-enhance"
@@ -70,6 +75,30 @@ __all__ = [
 
 class CommandError(Exception):
     """A problem to report on one line, with exit status 1."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (a scheduler, ``kill``, ``timeout``): unwind as
+    Ctrl-C does, so that temporary files are removed on the way out."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """SIGTERM raises :class:`_Terminated` while the command runs (in the
+    main thread; elsewhere the handler cannot be set and nothing
+    changes)."""
+
+    def stop(signum, frame):
+        raise _Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser():
@@ -451,7 +480,11 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     try:
-        summary = _run(args)
+        with _terminate_cleanly():
+            summary = _run(args)
+    except _Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

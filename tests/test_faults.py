@@ -488,3 +488,34 @@ def test_the_writer_refuses_nan_and_names_the_target(tmp_path):
     with pytest.raises(OSError, match=f"Cannot write {target}"):
         write_audio_atomic(target, np.zeros(10), SR)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
+    """A scheduler's SIGTERM during a long file: status 143, one line, no
+    output and no hidden temporary file (only the manifest part, the
+    record of the run); --resume then finishes the file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.tile(speech(1.0), 4), SR)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "speechbrain_elbo", str(path), "--out"]
+    args += [str(out), *FAST, "--no-refiner"]
+    args += ["--chunk-seconds", "1", "--overlap-seconds", "0.25"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".long.wav.*")) and run.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143, err
+    assert err.strip().splitlines() == [f"{PROG}: terminated"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.rank0-of-1.csv"]
+    resumed = subprocess.run([*args, "--resume"], env=env)
+    assert resumed.returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["long.wav", "manifest.csv"]
