@@ -389,6 +389,8 @@ class DiffusionEnhancement(LongAudioMixin, Pretrained):
                 threads=self.threads,
                 device=self.device,
             )
+        # the PyTorch weights are not needed any more
+        self.mods["score_model"] = self.score_model.backbone
 
     # -- settings ---------------------------------------------------------
     @property

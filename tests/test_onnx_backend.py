@@ -237,3 +237,26 @@ def test_cuda_execution_provider_when_present(model):
     got = onnx.enhance_batch(noisy, sampler="euler", steps=2, seed=0)
     assert got.device == noisy.device
     assert _relative(got, want) <= 1e-3
+
+
+def test_command_line_backend_threads_precision(both, model, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from speechbrain_elbo.cli import main
+
+    wav = tmp_path / "noisy.wav"
+    noise = np.random.default_rng(0).standard_normal(6000)
+    sf.write(wav, (0.1 * noise).astype("float32"), 16000)
+    common = [str(wav), "--model", str(model), "--steps", "2", "--quiet"]
+    common.append("--no-output-check")  # random weights: loud outputs
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        args = [*common, "--out", str(out), "--backend", backend]
+        assert main([*args, "--threads", "1"]) == 0
+        outs[backend] = torch.from_numpy(sf.read(out / "noisy.wav")[0])
+    assert _relative(outs["onnxruntime"], outs["torch"]) <= 1e-4
+    args = [*common, "--out", str(tmp_path / "bf16"), "--precision", "fp16"]
+    assert main(args) == 1
+    assert "GPU only" in capsys.readouterr().err
