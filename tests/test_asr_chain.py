@@ -332,16 +332,23 @@ def test_bootstrap_interval_hand_checkable(bench):
 
 
 def test_choice_of_the_defaults(bench):
-    noisy = {0: 80.0, 10: 50.0, 20: 30.0}
+    noisy = {0: (80.0, 0.0), 10: (50.0, 0.0), 20: (30.0, 0.0)}
     cells = {
         "noisy": noisy,
-        "s1 k4 m0": {0: 60.0, 10: 45.0, 20: 35.0},  # worse at 20 dB
-        "s12 k4 m0.3": {0: 70.0, 10: 50.0, 20: 30.0},
-        "s1 k4 m0.3": {0: 70.0, 10: 50.0, 20: 30.0},  # same, no refiner
+        # best mean, but significantly worse at 20 dB: excluded
+        "s1 k4 m0": {0: (50.0, -40.0), 10: (45.0, -9.0), 20: (36.0, 1.0)},
+        "s12 k4 m0.3": {0: (70.0, -20.0), 10: (50.0, -5.0), 20: (31.0, -2.0)},
+        # the same WERs without the refiner win the tie
+        "s1 k4 m0.3": {0: (70.0, -20.0), 10: (50.0, -5.0), 20: (31.0, -2.0)},
     }
     assert bench.choose_setting(cells, [0, 10, 20]) == "s1 k4 m0.3"
-    cells = {"noisy": noisy, "s1 k4 m0": {0: 90.0, 10: 40.0, 20: 20.0}}
+    # nothing better than the input on average: the input itself
+    cells = {
+        "noisy": noisy,
+        "s1 k4 m0": {0: (90.0, -1), 10: (50.0, -5), 20: (30.0, -3)},
+    }
     assert bench.choose_setting(cells, [0, 10, 20]) == "noisy"
     setting = bench.Setting.parse("s12 k8 m0.6")
     assert setting == bench.Setting(True, 8, 0.6)
     assert setting.name == "s12 k8 m0.6"
+    assert bench.Setting.parse("noisy") is None
