@@ -88,23 +88,24 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def load_script(name):
+def voicebank_tests():
+    """tests/test_recipe_voicebank.py as a module: its fake corpus and its
+    loader of the recipe's scripts."""
     spec = importlib.util.spec_from_file_location(
-        f"kill_{name}", RECIPE / f"{name}.py"
+        "vb_corpus", ROOT / "tests" / "test_recipe_voicebank.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def load_script(name):
+    return voicebank_tests().load_script(name)
+
+
 def make_corpus(root):
-    spec = importlib.util.spec_from_file_location(
-        "vb_corpus", ROOT / "tests" / "test_recipe_voicebank.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     # p226 is held out for validation: 3 training and 3 validation files
-    return module.make_fake_voicebank(
+    return voicebank_tests().make_fake_voicebank(
         root, speakers=("p226", "p227"), per_speaker=3, test_files=1
     )
 
