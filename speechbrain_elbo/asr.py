@@ -39,7 +39,9 @@ __all__ = [
     "resample_batch",
 ]
 
-#: Defaults of :class:`EnhanceThenTranscribe`, chosen by bench/asr_chain.py.
+#: Defaults of :class:`EnhanceThenTranscribe`: the safe ones (no noisy mix,
+#: the model's own refiner and steps) until bench/asr_chain.py has chosen
+#: others on its tuning split and verified them on held-out material.
 ASR_DEFAULTS = {"mix_noisy": 0.0, "use_refiner": None, "steps": None}
 
 
