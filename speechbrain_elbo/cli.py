@@ -8,7 +8,8 @@ Usage (also ``python -m speechbrain_elbo``)::
         [--threads N] [--precision {fp32,bf16,fp16}] [--no-refiner]
         [--batch-size B]
         [--chunk-seconds S] [--overlap-seconds S] [--mix-down]
-        [--subtype SUBTYPE] [--overwrite | --resume] [--manifest CSV]
+        [--mix-noisy SHARE] [--subtype SUBTYPE] [--overwrite | --resume]
+        [--manifest CSV]
         [--skip-errors] [--no-output-check] [--trust-model] [--quiet]
 
 MODEL is an exported model folder, the name of a bundled model (see
@@ -212,6 +213,16 @@ def build_parser():
         "--mix-down",
         action="store_true",
         help="average multi-channel files to mono instead of refusing them",
+    )
+    parser.add_argument(
+        "--mix-noisy",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help=(
+            "mix this share (0-1) of each input back into its output, for "
+            "speech recognition (docs/inference.md, 'Word error rate')"
+        ),
     )
     parser.add_argument(
         "--subtype",
@@ -429,6 +440,8 @@ def _run(args):
     check_device(args.device, "--device")
     if args.threads is not None and args.threads < 1:
         raise CommandError("--threads must be >= 1")
+    if args.mix_noisy is not None and not 0 <= args.mix_noisy <= 1:
+        raise CommandError("--mix-noisy must lie in [0, 1]")
 
     def load(device):
         # each process loads the model on its device; one default note
@@ -437,7 +450,7 @@ def _run(args):
         own.quiet = args.quiet or not if_main_process()
         return _load_model(own)
 
-    return enhance_corpus(
+    summary = enhance_corpus(
         args.inputs,
         args.out,
         load,
@@ -458,6 +471,16 @@ def _run(args):
         skip_errors=args.skip_errors,
         check_output=not args.no_output_check,
     )
+    if args.mix_noisy and if_main_process():
+        from speechbrain_elbo.asr import mix_noisy_file
+        from speechbrain_elbo.corpus import read_manifest
+
+        for row in read_manifest(summary.manifest):
+            if row["status"] == "enhanced":  # not those a --resume kept
+                mix_noisy_file(
+                    row["output"], row["input"], args.mix_noisy, args.mix_down
+                )
+    return summary
 
 
 def main(argv=None):

@@ -352,3 +352,49 @@ def test_choice_of_the_defaults(bench):
     assert setting == bench.Setting(True, 8, 0.6)
     assert setting.name == "s12 k8 m0.6"
     assert bench.Setting.parse("noisy") is None
+
+
+def test_cli_mix_noisy(tmp_path, capsys):
+    import soundfile as sf
+
+    from speechbrain_elbo.asr import noisy_at_rate
+    from speechbrain_elbo.cli import main
+
+    g = torch.Generator().manual_seed(3)
+    path = tmp_path / "in" / "noisy.wav"
+    path.parent.mkdir()
+    sf.write(path, (0.1 * torch.randn(4000, generator=g)).numpy(), 8000)
+    common = ["--model", "minivb-small", "--steps", "2", "--sampler", "euler"]
+    common += ["--quiet", str(path)]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert (
+        main(common + ["--out", str(tmp_path / "mix"), "--mix-noisy", "0.5"])
+        == 0
+    )
+    assert (
+        main(common + ["--out", str(tmp_path / "all"), "--mix-noisy", "1"]) == 0
+    )
+    plain = torch.from_numpy(sf.read(tmp_path / "plain" / "noisy.wav")[0])
+    mixed = torch.from_numpy(sf.read(tmp_path / "mix" / "noisy.wav")[0])
+    noisy = noisy_at_rate(path, 16000).double()
+    expected = mix_noisy(plain, noisy, 0.5)
+    assert torch.allclose(mixed, expected, atol=1e-6)
+    assert not torch.allclose(mixed, plain, atol=1e-3)
+    # share 1: the input itself, at the model's rate
+    whole = torch.from_numpy(sf.read(tmp_path / "all" / "noisy.wav")[0])
+    assert torch.allclose(whole, noisy, atol=1e-6)
+    # --resume keeps the outputs as they are: nothing is mixed twice
+    assert (
+        main(
+            common
+            + ["--out", str(tmp_path / "mix"), "--mix-noisy", "0.5", "--resume"]
+        )
+        == 0
+    )
+    again = torch.from_numpy(sf.read(tmp_path / "mix" / "noisy.wav")[0])
+    assert torch.equal(again, mixed)
+    capsys.readouterr()
+    assert (
+        main(common + ["--out", str(tmp_path / "x"), "--mix-noisy", "1.5"]) == 1
+    )
+    assert "--mix-noisy must lie in [0, 1]" in capsys.readouterr().err
