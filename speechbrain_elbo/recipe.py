@@ -55,6 +55,7 @@ from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
 from speechbrain_elbo.dataprep.whamr import prepare_whamr
 from speechbrain_elbo.export import (
     REFINER_CKPT,
+    SCORE_CKPT,
     load_enhancer,
     read_state_dict,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "refiner_datasets",
     "brain_arguments",
     "fit_loader_arguments",
+    "init_score",
     "init_refiner",
     "load_stage1",
     "cache_stage1_estimates",
@@ -511,12 +513,57 @@ def _device(run_opts):
     return run_opts["device"] or infer_device()
 
 
+def _init_state(folder, filename):
+    """The ``state_dict`` of ``filename`` in a warm-start model folder: an
+    exported ``from_hparams`` folder or the name of a bundled model."""
+    from speechbrain_elbo.pretrained import available, pretrained_path
+
+    if str(folder) in available():
+        folder = pretrained_path(str(folder))
+    return read_state_dict(pathlib.Path(folder) / filename)
+
+
+def init_score(hparams):
+    """Warm start: the score network of ``score_init_folder``, when not null.
+
+    Loads the ``score_model.ckpt`` of an exported ``from_hparams`` folder
+    (or of a bundled model, by name: ``minivb-small``) into
+    ``hparams["score_backbone"]``, strictly: the two networks must have the
+    same layout. A new task (dereverberation) can so start from a model
+    trained on another (denoising). Call it before the Brain is built, so
+    that the EMA copy starts from the same weights; a resumed run then
+    continues from its own checkpoint as usual.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hparams (``score_backbone``, ``score_init_folder``).
+
+    Example
+    -------
+    >>> init_score({"score_backbone": None, "score_init_folder": None})
+    """
+    folder = hparams["score_init_folder"]
+    if folder is None:
+        return
+    state = _init_state(folder, SCORE_CKPT)
+    try:
+        hparams["score_backbone"].load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(
+            f"the score network of {folder} does not match this recipe's "
+            f"model ({str(error).splitlines()[1].strip()}); set --model to "
+            "that folder's layout or start without score_init_folder."
+        ) from None
+    logger.info(f"Score network initialised from {folder}")
+
+
 def init_refiner(hparams):
     """Warm start: the refiner of ``refiner_init_folder``, when not null.
 
-    Loads the ``refiner.ckpt`` of a two-stage ``from_hparams`` folder into
-    ``hparams["refiner"]`` (strictly, except that a conditional refiner may
-    start from an unconditional one:
+    Loads the ``refiner.ckpt`` of a two-stage ``from_hparams`` folder (or
+    of a bundled model, by name) into ``hparams["refiner"]`` (strictly,
+    except that a conditional refiner may start from an unconditional one:
     :meth:`~speechbrain_elbo.lobes.refiner.Refiner.load_warm_start`). Call
     it before the Brain is built, so that the EMA copy starts from the same
     weights; a resumed run then continues from its own checkpoint as usual.
@@ -533,7 +580,7 @@ def init_refiner(hparams):
     folder = hparams["refiner_init_folder"]
     if folder is None:
         return
-    state = read_state_dict(pathlib.Path(folder) / REFINER_CKPT)
+    state = _init_state(folder, REFINER_CKPT)
     hparams["refiner"].load_warm_start(state)
     logger.info(f"Refiner initialised from {folder}")
 

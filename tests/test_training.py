@@ -37,8 +37,10 @@ from speechbrain_elbo.fileio import write_csv_atomic
 from speechbrain_elbo.losses import build_score_loss
 from speechbrain_elbo.metrics import si_sdr
 from speechbrain_elbo.pipeline import enhance_waveforms, utterance_seed
+from speechbrain_elbo.pretrained import pretrained_path
 from speechbrain_elbo.recipe import (
     init_refiner,
+    init_score,
     parse_arguments,
     stage_arguments,
 )
@@ -665,6 +667,34 @@ def test_init_refiner_warm_starts_from_a_two_stage_folder(tiny_models, lobe):
     with pytest.raises(FileNotFoundError, match="refiner.ckpt"):
         init_refiner(
             {"refiner": fresh, "refiner_init_folder": str(two_stage.parent)}
+        )
+
+
+def test_init_score_warm_starts_from_an_export_or_a_bundled_name(
+    tiny_models, lobe
+):
+    # score_init_folder: the score network of an export (or of a bundled
+    # model, by name) initialises the recipe's; another layout is refused
+    stage1, _ = tiny_models
+    fresh = lobe("tiny", "score_model")
+    exported = load_enhancer(stage1).score_model.backbone.state_dict()
+
+    def same():
+        state = fresh.state_dict()
+        return all(torch.equal(state[k], v) for k, v in exported.items())
+
+    init_score({"score_backbone": fresh, "score_init_folder": None})
+    assert not same()  # null: the module stays as built
+    init_score({"score_backbone": fresh, "score_init_folder": str(stage1)})
+    assert same()
+    small = lobe("small", "score_model")
+    init_score({"score_backbone": small, "score_init_folder": "minivb-small"})
+    bundled = load_enhancer(pretrained_path("minivb-small"))
+    for key, value in bundled.score_model.backbone.state_dict().items():
+        assert torch.equal(small.state_dict()[key], value.float())
+    with pytest.raises(ValueError, match="does not match this recipe's"):
+        init_score(
+            {"score_backbone": fresh, "score_init_folder": "minivb-small"}
         )
 
 

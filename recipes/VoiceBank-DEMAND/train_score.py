@@ -31,6 +31,7 @@ from speechbrain_elbo.recipe import (
     PREPARE_ONLY_FLAG,
     brain_arguments,
     fit_loader_arguments,
+    init_score,
     model_card,
     parse_arguments,
     score_datasets,
@@ -66,7 +67,9 @@ def main(argv=None):
         return None
     datasets = score_datasets(hparams, manifests)
 
-    # Training; started again, it resumes from the last checkpoint
+    # Training, from the score network of score_init_folder when it is set
+    # (warm start); started again, it resumes from the last checkpoint
+    init_score(hparams)
     brain = ScoreBrain(**brain_arguments(hparams, run_opts))
     brain.fit(
         hparams["epoch_counter"],
