@@ -2,8 +2,9 @@
 
 - :func:`default_threads`: the CPU threads used when none are given: the
   cores this process may use that other processes are not already using
-  (load average), at least 1. Measured (docs/inference.md, "CPU threads
-  and backends"): on an idle machine more threads are faster; on a busy one
+  (:func:`other_load`: their runnable tasks now), at least 1. Measured
+  (docs/inference.md, "Speed: backend, CPU threads, precision"): on an
+  idle machine more threads are faster; on a busy one
   threads beyond the free cores make PyTorch several times slower (its
   threads wait for each other at every operation while other processes hold
   the cores), and ONNX Runtime somewhat slower.
@@ -25,6 +26,8 @@ torch.float32
 
 import math
 import os
+import pathlib
+import time
 
 import torch
 
@@ -33,6 +36,7 @@ __all__ = [
     "PRECISIONS",
     "check_backend",
     "usable_cpus",
+    "other_load",
     "default_threads",
     "check_threads",
     "set_threads",
@@ -94,11 +98,72 @@ def usable_cpus():
     return max(1, cpus)
 
 
+def _own_running_threads():
+    """This process's threads that are running or runnable now (Linux)."""
+    count = 0
+    for stat in pathlib.Path("/proc/self/task").glob("*/stat"):
+        try:
+            # "pid (comm) S ...": the state follows the last ")"
+            if stat.read_text().rpartition(")")[2].split()[0] == "R":
+                count += 1
+        except (OSError, IndexError):
+            continue
+    return count
+
+
+def other_load(samples=20, interval=0.005):
+    """The CPU-bound work of other processes now, in busy cores.
+
+    On Linux, the runnable tasks of the system (``procs_running`` of
+    ``/proc/stat``) less this process's own runnable threads, averaged over
+    ``samples`` readings ``interval`` seconds apart: a process that computes
+    counts, this one does not (the 1-minute load average counts this
+    process's own recent work as if another held the core, and lags a
+    competitor that just started). Elsewhere, the 1-minute load average.
+
+    Arguments
+    ---------
+    samples : int
+        Readings averaged.
+    interval : float
+        Seconds between readings.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> other_load(samples=2, interval=0.0) >= 0.0
+    True
+    """
+    readings = []
+    for index in range(samples):
+        try:
+            with open("/proc/stat") as handle:
+                running = next(
+                    int(line.split()[1])
+                    for line in handle
+                    if line.startswith("procs_running")
+                )
+        except (OSError, StopIteration, ValueError):
+            break
+        readings.append(max(0, running - _own_running_threads()))
+        if index + 1 < samples:
+            time.sleep(interval)
+    if readings:
+        return sum(readings) / len(readings)
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def default_threads(load=None):
     """The CPU threads used when none are given.
 
     The usable CPUs (:func:`usable_cpus`) less the work of other processes
-    (the 1-minute load average, rounded), at least 1: all cores on an idle
+    (:func:`other_load`, rounded), at least 1: all cores on an idle
     machine, 1 on a 2-core machine with one other busy process. It is read
     once, when a model is loaded; on a machine whose load changes a lot,
     give the threads (1 is never slow by more than the number of cores).
@@ -106,7 +171,7 @@ def default_threads(load=None):
     Arguments
     ---------
     load : float, optional
-        The load average to use (default: the system's).
+        The other processes' load to use (default: :func:`other_load`).
 
     Example
     -------
@@ -116,10 +181,7 @@ def default_threads(load=None):
     1
     """
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            load = 0.0
+        load = other_load()
     cpus = usable_cpus()
     return int(max(1, min(cpus, cpus - math.floor(load + 0.5))))
 

@@ -7,7 +7,10 @@ seconds per network on a busy 2-core machine).
 """
 
 import logging
+import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -161,6 +164,40 @@ def test_threads_option_sets_torch_threads(model):
     assert torch.get_num_threads() == 1
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         DiffusionEnhancement.from_hparams(model, threads=0)
+
+
+def test_other_load_counts_other_processes_not_this_one():
+    # a CPU-bound competitor is counted; this process's own busy threads
+    # are not (the load average would count both)
+    def measure():
+        return runtime.other_load(samples=100, interval=0.003)
+
+    base = measure()
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        own = measure()
+    finally:
+        stop.set()
+        thread.join()
+    competitor = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        busy = measure()
+    finally:
+        competitor.kill()
+        competitor.wait()
+    assert busy >= base + 0.6, (base, busy)
+    assert own <= base + 0.4, (base, own)
 
 
 def test_default_threads_rule(monkeypatch):
