@@ -1,5 +1,7 @@
 # `make test` runs ruff and the whole test suite; `make demo` enhances the
-# MiniVB test split with the bundled two-stage model and writes results/demo/;
+# MiniVB test split with the bundled two-stage model and writes results/demo/
+# (`make demo TASK=dereverb`: the MiniWHAMR test split with the bundled
+# dereverberation model, into results/demo-dereverb/);
 # `make demo-train DEMO_EPOCHS=E DEMO_TRAIN_MINUTES=M` trains both stages from
 # scratch first (tools/demo_train.py).
 # Targets create the virtual environment on first use and reuse it afterwards.
@@ -32,17 +34,20 @@ test: lint
 	@tools/install_browser.sh
 	$(VPY) -m pytest
 
+TASK ?= denoise
 DEMO_MODEL ?=
-DEMO_DATA ?= results/demo_data/minivb-test
-DEMO_OUT ?= results/demo
+DEMO_DATA ?=
+DEMO_OUT ?=
 DEMO_ITEMS ?= 24
-DEMO_THREADS ?= 1
+DEMO_THREADS ?=
 DEMO_EPOCHS ?= 60
 DEMO_TRAIN_MINUTES ?= 3
 
 demo: $(STAMP)
-	$(VPY) -m speechbrain_elbo.demo --data $(DEMO_DATA) --out $(DEMO_OUT) \
-		--items $(DEMO_ITEMS) --threads $(DEMO_THREADS) \
+	$(VPY) -m speechbrain_elbo.demo --task $(TASK) \
+		--items $(DEMO_ITEMS) $(if $(DEMO_THREADS),--threads $(DEMO_THREADS)) \
+		$(if $(DEMO_DATA),--data $(DEMO_DATA)) \
+		$(if $(DEMO_OUT),--out $(DEMO_OUT)) \
 		$(if $(DEMO_MODEL),--model $(DEMO_MODEL))
 
 demo-train: $(STAMP)

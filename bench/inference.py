@@ -987,7 +987,9 @@ def main(argv=None):
         help="print the tables of rows saved by --json (no measurement)",
     )
     parser.add_argument("--quality", metavar="MODEL", help="trained model")
-    parser.add_argument("--data", help="mini data set folder (MiniVB)")
+    parser.add_argument(
+        "--data", help="mini data set folder (MiniVB or MiniWHAMR)"
+    )
     parser.add_argument("--items", type=int, default=20)
     parser.add_argument("--split", default="valid", choices=["valid", "test"])
     parser.add_argument(
@@ -1069,7 +1071,9 @@ def main(argv=None):
         backends(args, sys.argv[1:] if argv is None else list(argv))
     elif args.quality:
         if not args.data:
-            parser.error("--quality needs --data (a MiniVB folder)")
+            parser.error(
+                "--quality needs --data (a MiniVB or MiniWHAMR folder)"
+            )
         quality(args)
     else:
         benchmark(args)

@@ -12,10 +12,9 @@ import argparse
 import pathlib
 import sys
 
-from speechbrain_elbo.demo.data import DEFAULT_DATA, DEFAULT_ITEMS
+from speechbrain_elbo.demo.data import DEFAULT_ITEMS, TASKS
 from speechbrain_elbo.demo.report import render_markdown
 from speechbrain_elbo.demo.run import (
-    DEFAULT_OUT,
     DemoOptions,
     ElboOptions,
     IocOptions,
@@ -42,21 +41,35 @@ def build_parser():
     """
     parser = argparse.ArgumentParser(
         prog=f"python -m {PROG}",
-        description="Enhance the MiniVB test split with a two-stage model "
-        "and write a report (make demo). Training from scratch first: make "
-        "demo-train (tools/demo_train.py in a source checkout).",
+        description="Enhance the MiniVB (denoising) or MiniWHAMR "
+        "(dereverberation) test split with a two-stage model and write a "
+        "report (make demo, make demo TASK=dereverb). Training from scratch "
+        "first: make demo-train (tools/demo_train.py in a source checkout).",
+    )
+    parser.add_argument(
+        "--task",
+        choices=tuple(TASKS),
+        default="denoise",
+        help="denoise: MiniVB with the bundled minivb-small (default); "
+        "dereverb: MiniWHAMR with the bundled miniwhamr-small",
     )
     parser.add_argument(
         "--model",
-        help="exported model folder (default: the bundled minivb-small)",
+        help="exported model folder or bundled model name (default: the "
+        "task's bundled model)",
     )
     parser.add_argument(
         "--data",
-        default=DEFAULT_DATA,
-        help=f"MiniVB folder, built when missing (default {DEFAULT_DATA})",
+        help="the task's corpus folder, its test split built when missing "
+        + "(default "
+        + ", ".join(f"{t.name}: {t.data}" for t in TASKS.values())
+        + ")",
     )
     parser.add_argument(
-        "--out", default=DEFAULT_OUT, help=f"output (default {DEFAULT_OUT})"
+        "--out",
+        help="output folder (default "
+        + ", ".join(f"{t.name}: {t.out}" for t in TASKS.values())
+        + ")",
     )
     parser.add_argument(
         "--items",
@@ -73,9 +86,9 @@ def build_parser():
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads (default 1: fastest on a busy machine; 2 "
-        "helps on an idle 2-core one)",
+        help="torch CPU threads (default: the free cores, the usable ones "
+        "less the load average, at least 1; as speechbrain_elbo.runtime "
+        "chooses at inference)",
     )
     parser.add_argument("--elbo-items", type=int, default=ElboOptions.items)
     parser.add_argument("--ioc-items", type=int, default=IocOptions.items)
@@ -110,6 +123,7 @@ def options_from_args(args):
     DemoOptions
     """
     return DemoOptions(
+        task=args.task,
         max_items=args.items,
         sampler=args.sampler,
         steps=args.steps,
@@ -191,7 +205,7 @@ def main(argv=None):
     if status:
         return status
     print(render_markdown(report).split("## Figures")[0])
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out or TASKS[args.task].out)
     print(f"Report: {out / 'report.md'}; to listen: {out / 'report.html'}")
     print("(and report.json, figures/, enhanced/, listen/)")
     return 0

@@ -1,10 +1,15 @@
-"""The demo's data: the MiniVB test split, built when missing, and its items.
+"""The demo's data: a mini test split, built when missing, and its items.
 
-- :func:`prepare_demo_data`: make sure a folder holds a MiniVB test split
-  of enough items (built with :func:`speechbrain_elbo.minidata.build_minivb`
-  from the Debian audio packages, or from the committed fixtures);
-- :func:`load_test_items`: the (noisy, clean) file pairs of a MiniVB or
-  VoiceBank-DEMAND split, in the manifest's order;
+- :data:`TASKS`: the two demos, denoising (MiniVB, the bundled
+  ``minivb-small``) and dereverberation (MiniWHAMR, ``miniwhamr-small``);
+- :func:`prepare_demo_data`: make sure a folder holds the test split of a
+  task's mini corpus with enough items (built with
+  :func:`speechbrain_elbo.minidata.build_minivb` or
+  :func:`~speechbrain_elbo.minidata.build_miniwhamr` from the Debian audio
+  packages, or from the committed fixtures);
+- :func:`load_test_items`: the (input, clean) file pairs of a split of
+  MiniVB or VoiceBank-DEMAND (the noisy input) or of MiniWHAMR or WHAMR!
+  (the reverberant input ``s1_reverb``), in the manifest's order;
 - :func:`read_mono`: one file as a mono waveform at the model's rate.
 
 Example
@@ -21,6 +26,7 @@ torch.Size([1600])
 """
 
 import csv
+import dataclasses
 import json
 import pathlib
 
@@ -28,6 +34,8 @@ from speechbrain_elbo.audio_input import load_waveform
 from speechbrain_elbo.fileio import audio_info
 
 __all__ = [
+    "DemoTask",
+    "TASKS",
     "DEFAULT_DATA",
     "DEFAULT_ITEMS",
     "prepare_demo_data",
@@ -35,15 +43,65 @@ __all__ = [
     "read_mono",
 ]
 
-#: Where the demo's MiniVB test split is built (kept between runs).
-DEFAULT_DATA = "results/demo_data/minivb-test"
+
+@dataclasses.dataclass(frozen=True)
+class DemoTask:
+    """One demo: its mini corpus, bundled model and default folders.
+
+    Attributes
+    ----------
+    name : str
+        ``denoise`` or ``dereverb``.
+    corpus : str
+        The mini corpus (``kind`` of its ``minidata.json``).
+    model : str
+        The bundled model it runs by default.
+    data : str
+        Where its test split is built (kept between runs).
+    out : str
+        Where its report is written.
+    input_label : str
+        What the input is, in the report.
+    """
+
+    name: str
+    corpus: str
+    model: str
+    data: str
+    out: str
+    input_label: str
+
+
+#: The demos by name: ``make demo`` (denoising) and ``make demo
+#: TASK=dereverb``.
+TASKS = {
+    "denoise": DemoTask(
+        "denoise",
+        "MiniVB",
+        "minivb-small",
+        "results/demo_data/minivb-test",
+        "results/demo",
+        "noisy input",
+    ),
+    "dereverb": DemoTask(
+        "dereverb",
+        "MiniWHAMR",
+        "miniwhamr-small",
+        "results/demo_data/miniwhamr-test",
+        "results/demo-dereverb",
+        "reverberant input",
+    ),
+}
+
+#: Where the denoising demo's MiniVB test split is built.
+DEFAULT_DATA = TASKS["denoise"].data
 #: Test items enhanced by default: with the small configuration at 20
 #: network evaluations, about 3.5 minutes of CPU time (docs/demo.md has the
 #: measurement).
 DEFAULT_ITEMS = 24
-#: The demo build of MiniVB needs only its test split, but build_minivb
-#: always writes all three splits: these keep the other two tiny. The test
-#: split does not depend on them (it is filled first, item by item).
+#: The demo build needs only the test split, but the builders always write
+#: all three splits: these keep the other two tiny. The test split does not
+#: depend on them (it is filled first, item by item).
 DEMO_TRAIN_MINUTES = 0.05
 DEMO_VALID_ITEMS = 4
 
@@ -52,6 +110,27 @@ _FOLDERS = {
     "test": ("noisy_testset_wav", "clean_testset_wav"),
     "valid": ("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav"),
 }
+
+#: WHAMR!'s split folders, and its (input, target) of dereverberation.
+_WHAMR_SPLITS = {"test": "tt", "valid": "cv"}
+_WHAMR_PAIR = ("s1_reverb", "s1_anechoic")
+
+#: Manifest columns kept in the items: (column, key) of MiniVB's SNR
+#: and of MiniWHAMR's measured room acoustics.
+_CONDITIONS = (("snr_db", "snr_db"), ("rt60", "rt60_s"), ("drr", "drr_db"))
+
+
+def _layout(data_dir, split):
+    """(input folder, clean folder, manifest) of a split of a folder in
+    WHAMR!'s layout (``wav16k/``) or else VoiceBank-DEMAND's."""
+    whamr = data_dir / "wav16k" / "min" / _WHAMR_SPLITS[split]
+    if (data_dir / "wav16k").is_dir():
+        folders = tuple(whamr / name for name in _WHAMR_PAIR)
+        manifest = data_dir / "metadata" / f"{_WHAMR_SPLITS[split]}.csv"
+    else:
+        folders = tuple(data_dir / name for name in _FOLDERS[split])
+        manifest = data_dir / "metadata" / f"{split}.csv"
+    return (*folders, manifest)
 
 
 def _read_rows(path):
@@ -66,20 +145,19 @@ def _stamp(data_dir):
     return json.loads(path.read_text())
 
 
-def _is_demo_build(stamp):
+def _is_demo_build(stamp, task):
     return (
         stamp is not None
-        and stamp.get("kind") == "MiniVB"
+        and stamp.get("kind") == task.corpus
         and float(stamp.get("train_minutes", -1)) == DEMO_TRAIN_MINUTES
     )
 
 
 def _test_items_present(data_dir):
     """Test items in the folder (manifest, else WAV files), None if none."""
-    test_csv = data_dir / "metadata" / "test.csv"
+    noisy_dir, _, test_csv = _layout(data_dir, "test")
     if test_csv.is_file():
         return len(_read_rows(test_csv))
-    noisy_dir = data_dir / _FOLDERS["test"][0]
     if noisy_dir.is_dir():
         return len(list(noisy_dir.glob("*.wav")))
     return None
@@ -92,18 +170,20 @@ def prepare_demo_data(
     samples_dir=None,
     seed=1234,
     progress=True,
+    task="denoise",
 ):
-    """Make sure ``data_dir`` holds a MiniVB test split of ``items`` items.
+    """Make sure ``data_dir`` holds a test split of ``items`` items.
 
-    A folder that already holds a MiniVB (or VoiceBank-DEMAND) test split is
-    used as it is when it has enough items or is not a demo build (a full
-    MiniVB is never rebuilt). Otherwise MiniVB is built with
-    :func:`speechbrain_elbo.minidata.build_minivb`: ``build_minivb`` always
-    writes the three splits, so the demo asks for a training split of a few
-    seconds and a handful of validation items. The test split is filled
-    first and item by item, so its first ``items`` utterances are the same
-    audio as those of the default build (only their ``pXXX`` names can
-    differ when few talkers are present).
+    The split is the task's mini corpus: MiniVB for ``denoise``, MiniWHAMR
+    for ``dereverb`` (:data:`TASKS`). A folder that already holds a test
+    split (of the mini corpus or of the full one in its layout) is used as
+    it is when it has enough items or is not a demo build (a full build is
+    never rebuilt). Otherwise the corpus is built with its builder, which
+    always writes the three splits, so the demo asks for a training split
+    of a few seconds and a handful of validation items. The test split is
+    filled first and item by item, so its first ``items`` utterances are
+    the same audio as those of the default build (only MiniVB's ``pXXX``
+    names can differ when few talkers are present).
 
     The sources are the Debian packages, fetched with ``apt-get`` into the
     cache (about 150 s and 326 MB the first time), or the committed fixtures
@@ -112,7 +192,7 @@ def prepare_demo_data(
     Arguments
     ---------
     data_dir : str or pathlib.Path
-        The MiniVB folder.
+        The corpus folder.
     items : int
         Test items wanted.
     cache_dir : str or pathlib.Path, optional
@@ -124,6 +204,8 @@ def prepare_demo_data(
         Seed of the build.
     progress : bool
         Progress bars.
+    task : str
+        ``denoise`` or ``dereverb`` (a key of :data:`TASKS`).
 
     Returns
     -------
@@ -140,36 +222,47 @@ def prepare_demo_data(
     >>> info["test_items"], info["built_now"], info["fallback"]
     (2, True, False)
     """
-    from speechbrain_elbo.minidata import build_minivb, load_sources
+    from speechbrain_elbo.minidata import (
+        build_minivb,
+        build_miniwhamr,
+        load_sources,
+    )
 
+    if task not in TASKS:
+        raise ValueError(
+            f"task must be one of {', '.join(TASKS)}, got {task!r}."
+        )
+    task = TASKS[task]
     if items < 1:
         raise ValueError(f"items must be >= 1, got {items}.")
     data_dir = pathlib.Path(data_dir)
     stamp = _stamp(data_dir)
     have = _test_items_present(data_dir)
+    demo_build = _is_demo_build(stamp, task)
     enough = have is not None and (
         have >= items
-        or not _is_demo_build(stamp)
+        or not demo_build
         or int(stamp.get("test_items", 0)) >= items
     )
     built = False
     if not enough:
         if samples_dir is None and have is None:
             print(
-                f"Building the MiniVB test split ({items} items) in "
+                f"Building the {task.corpus} test split ({items} items) in "
                 f"{data_dir} from the Debian audio packages (fetched once "
                 "into the cache) ...",
                 flush=True,
             )
         bank = load_sources(cache_dir, samples_dir)
-        built = build_minivb(
+        builder = build_miniwhamr if task.name == "dereverb" else build_minivb
+        built = builder(
             data_dir,
             bank,
             seed=seed,
             train_minutes=DEMO_TRAIN_MINUTES,
             valid_items=DEMO_VALID_ITEMS,
             test_items=items,
-            overwrite=_is_demo_build(stamp),
+            overwrite=demo_build,
             progress=progress,
         ).is_dir()
         stamp = _stamp(data_dir)
@@ -199,24 +292,27 @@ def _pairs_from_folders(noisy_dir, clean_dir, ids=None):
 
 
 def load_test_items(data_dir, max_items=None, split="test"):
-    """The (noisy, clean) pairs of a MiniVB or VoiceBank-DEMAND split.
+    """The (input, clean) pairs of a split of a mini or full corpus.
 
     Arguments
     ---------
     data_dir : str or pathlib.Path
         A folder in VoiceBank-DEMAND's layout (``noisy_testset_wav``,
         ``clean_testset_wav``; MiniVB adds ``metadata/{split}.csv``, whose
-        order and SNRs are used).
+        order and SNRs are used) or in WHAMR!'s (``wav16k/min/tt/s1_reverb``
+        and ``s1_anechoic``, the dereverberation pair; MiniWHAMR adds
+        ``metadata/tt.csv`` with the measured RT60 and DRR of each room).
     max_items : int, optional
         Keep the first ones.
     split : str
-        ``"test"`` or ``"valid"`` (MiniVB's validation items, in the
-        training folders; needs ``metadata/valid.csv``).
+        ``"test"`` or ``"valid"`` (the mini corpus' validation items; needs
+        its manifest).
 
     Returns
     -------
     list of dict
-        ``id``, ``noisy``, ``clean`` (paths) and ``snr_db`` when known.
+        ``id``, ``noisy`` (the input's path, noisy or reverberant),
+        ``clean`` and, when known, ``snr_db`` or ``rt60_s`` and ``drr_db``.
 
     Example
     -------
@@ -228,24 +324,24 @@ def load_test_items(data_dir, max_items=None, split="test"):
     data_dir = pathlib.Path(data_dir)
     if split not in _FOLDERS:
         raise ValueError(f"split must be 'test' or 'valid', got {split!r}.")
-    noisy_dir, clean_dir = (data_dir / f for f in _FOLDERS[split])
-    manifest = data_dir / "metadata" / f"{split}.csv"
+    noisy_dir, clean_dir, manifest = _layout(data_dir, split)
     if manifest.is_file():
         rows = _read_rows(manifest)
         pairs = _pairs_from_folders(
             noisy_dir, clean_dir, [row["id"] for row in rows]
         )
         for pair, row in zip(pairs, rows, strict=True):
-            if row.get("snr_db"):
-                pair["snr_db"] = float(row["snr_db"])
+            for column, key in _CONDITIONS:
+                if row.get(column):
+                    pair[key] = float(row[column])
     elif split == "test" and noisy_dir.is_dir():
         pairs = _pairs_from_folders(noisy_dir, clean_dir)
     else:
         raise FileNotFoundError(
             f"{data_dir} holds no {split} split (neither {manifest} nor "
-            f"{noisy_dir}). Build MiniVB there (python -m "
-            "speechbrain_elbo.minidata vb --out DIR) or point to a "
-            "VoiceBank-DEMAND folder."
+            f"{noisy_dir}). Build a mini corpus there (python -m "
+            "speechbrain_elbo.minidata vb|whamr --out DIR) or point to a "
+            "VoiceBank-DEMAND or WHAMR! folder."
         )
     return pairs if max_items is None else pairs[:max_items]
 

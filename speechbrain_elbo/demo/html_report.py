@@ -32,11 +32,11 @@ import re
 
 from speechbrain_elbo.demo.report import (
     FALLBACK_TEXT,
-    SYSTEM_LABELS,
     TITLE,
     _fmt,
     header_entries,
     sections,
+    system_labels,
 )
 
 __all__ = ["LISTEN_VERSIONS", "inline_html", "render_html"]
@@ -115,7 +115,7 @@ def _section(section):
     return lines + ["</section>"]
 
 
-def _rank_title(ranks, metric, system):
+def _rank_title(ranks, metric, system, labels):
     if ranks == ["first"]:
         return f"First item (no finite {metric} gain)"
     if len(ranks) > 1:
@@ -123,20 +123,22 @@ def _rank_title(ranks, metric, system):
     named = " and ".join(ranks)
     return (
         f"{named[:1].upper()}{named[1:]} {metric} gain of "
-        f"{SYSTEM_LABELS.get(system, system)}"
+        f"{labels.get(system, system)}"
     )
 
 
-def _listen_item(entry, record, metric, system):
+def _listen_item(entry, record, metric, system, labels):
     key = metric
     metric = METRIC_LABELS.get(key, key)
     ranks = list(entry["ranks"])
-    title = _rank_title(ranks, metric, system)
+    title = _rank_title(ranks, metric, system, labels)
     details = []
     if ranks != ["first"]:
         details.append(f"{entry['gain']:+.2f} {metric} over the input")
     if record.get("snr_db") is not None:
         details.append(f"SNR {_fmt(record['snr_db'], 1)} dB")
+    if record.get("rt60_s") is not None:
+        details.append(f"RT60 {_fmt(record['rt60_s'], 2)} s")
     if record.get("duration_s") is not None:
         details.append(f"{_fmt(record['duration_s'], 1)} s")
     ident = html.escape(str(entry["id"]), quote=True)
@@ -154,7 +156,7 @@ def _listen_item(entry, record, metric, system):
         if not path:
             continue
         scores = record.get(name, {})
-        label = html.escape(SYSTEM_LABELS[name])
+        label = html.escape(labels[name])
         player = (
             f'<audio controls preload="metadata" '
             f'src="{html.escape(path, quote=True)}" '
@@ -181,6 +183,7 @@ def _listening(report):
     metric = listening.get("metric", "pesq")
     system = listening.get("system", "stage1+2")
     records = {r["id"]: r for r in report.get("per_item", [])}
+    labels = system_labels(report)
     lines = [
         '<section id="listen">',
         "<h2>Listen</h2>",
@@ -188,7 +191,7 @@ def _listening(report):
         + inline_html(
             f"The items with the best, median and worst "
             f"{METRIC_LABELS.get(metric, metric)} gain of "
-            f"{SYSTEM_LABELS.get(system, system)} over the noisy input "
+            f"{labels.get(system, system)} over the {labels['noisy']} "
             "(scores from the per-item table); the spectrograms show the "
             "versions top to bottom in the order of the players, on one "
             "colour scale."
@@ -197,7 +200,7 @@ def _listening(report):
     ]
     for entry in listening["items"]:
         record = records.get(entry["id"], {})
-        lines += _listen_item(entry, record, metric, system)
+        lines += _listen_item(entry, record, metric, system, labels)
     return lines + ["</section>"]
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "header_entries",
     "render_markdown",
     "sections",
+    "system_labels",
     "write_report",
 ]
 
@@ -63,6 +64,26 @@ SYSTEM_LABELS = {
     "stage1+2": "stage 1+2 (diffusion + refiner)",
     "clean": "clean reference",
 }
+
+
+def system_labels(report):
+    """The labels of the systems in a report: :data:`SYSTEM_LABELS`, with
+    the input named as the report's data names it (``reverberant input``
+    in the dereverberation demo).
+
+    Example
+    -------
+    >>> system_labels({"data": {"input_label": "reverberant input"}})["noisy"]
+    'reverberant input'
+    >>> system_labels({})["noisy"]
+    'noisy input'
+    """
+    labels = dict(SYSTEM_LABELS)
+    label = report.get("data", {}).get("input_label")
+    if label:
+        labels["noisy"] = label
+    return labels
+
 
 #: Title of both pages.
 TITLE = "Two-stage diffusion speech enhancement: demo report"
@@ -267,12 +288,15 @@ def header_entries(report):
         entries.append(("Training logs", epochs))
     if data:
         snrs = ", ".join(_fmt(s, 1) for s in data.get("snrs_db", []))
+        rt60 = data.get("rt60_range_s")
+        rooms = f"{_fmt(rt60[0], 2)}-{_fmt(rt60[1], 2)}" if rt60 else ""
         entries.append(
             (
                 "Test data",
                 f"`{data.get('dir', '?')}`, {data.get('items', '?')} items, "
                 f"{_fmt(data.get('audio_seconds'), 1)} s of audio"
                 + (f", SNRs {snrs} dB" if snrs else "")
+                + (f", measured RT60 {rooms} s" if rooms else "")
                 + f" (sources: {data.get('origin', '?')})",
             )
         )
@@ -324,7 +348,7 @@ def _hardware_text(settings):
 # ---------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------
-def _quality(systems):
+def _quality(systems, labels):
     dnsmos = any("dnsmos_ovrl" in s for s in systems.values())
     header = ["system", "items", "PESQ-WB", "ESTOI", "SI-SDR (dB)"]
     header += ["NFE", "RTF"]
@@ -335,7 +359,7 @@ def _quality(systems):
         stats = systems[name]
         processed = name != "noisy"
         row = [
-            SYSTEM_LABELS[name],
+            labels[name],
             _fmt(stats.get("count")),
             _fmt(stats.get("pesq")),
             _fmt(stats.get("estoi")),
@@ -362,7 +386,7 @@ def _quality(systems):
     )
 
 
-def _elbo(elbo):
+def _elbo(elbo, labels):
     header = ["decoder", "-ELBO", "prior", "diffusion", "reconstruction"]
     header += ["std. err.", "decoder variance"]
     variances = elbo.get("decoder_variance", {})
@@ -373,7 +397,7 @@ def _elbo(elbo):
             continue
         keys = ("total", "prior", "diffusion", "reconstruction", "stderr")
         rows.append(
-            [SYSTEM_LABELS[name]]
+            [labels[name]]
             + [_fmt(terms.get(key), 4) for key in keys]
             + [f"{variances.get(name, 0.0):.3g}"]
         )
@@ -433,14 +457,17 @@ def _ioc(ioc):
 
 
 def _per_item(per_item):
-    header = ["id", "s", "SNR (dB)"]
+    # the condition of each item: MiniVB's SNR, MiniWHAMR's measured RT60
+    rooms = any("rt60_s" in item for item in per_item)
+    key, title = ("rt60_s", "RT60 (s)") if rooms else ("snr_db", "SNR (dB)")
+    header = ["id", "s", title]
     header += [f"{m} {s}" for s in SYSTEMS for m in ("PESQ", "SI-SDR")]
     rows = []
     for item in per_item:
         row = [
             item["id"],
             _fmt(item.get("duration_s"), 1),
-            _fmt(item.get("snr_db"), 1),
+            _fmt(item.get(key), 2 if rooms else 1),
         ]
         for name in SYSTEMS:
             scores = item.get(name, {})
@@ -475,10 +502,10 @@ def sections(report):
     """
     found = []
     if report.get("systems"):
-        found.append(_quality(report["systems"]))
+        found.append(_quality(report["systems"], system_labels(report)))
     elbo = report.get("elbo")
     if elbo and elbo.get("stage1"):
-        found.append(_elbo(elbo))
+        found.append(_elbo(elbo, system_labels(report)))
     ioc = report.get("ioc")
     if ioc and ioc.get("t"):
         found.append(_ioc(ioc))

@@ -40,14 +40,15 @@ from tqdm.auto import tqdm
 from speechbrain_elbo import fileio
 from speechbrain_elbo.demo import analysis, figures
 from speechbrain_elbo.demo.data import (
-    DEFAULT_DATA,
     DEFAULT_ITEMS,
+    TASKS,
     load_test_items,
     prepare_demo_data,
     read_mono,
 )
-from speechbrain_elbo.demo.report import SYSTEM_LABELS, write_report
+from speechbrain_elbo.demo.report import system_labels, write_report
 from speechbrain_elbo.metrics import estoi, nan_mean, pesq_wb, si_sdr
+from speechbrain_elbo.runtime import set_threads
 
 __all__ = [
     "DEFAULT_OUT",
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 #: Where ``make demo`` writes its report (replaced on every run).
-DEFAULT_OUT = "results/demo"
+DEFAULT_OUT = TASKS["denoise"].out
 
 #: Training logs of each stage in an exported model folder (for the
 #: training curves).
@@ -128,6 +129,10 @@ class DemoOptions:
 
     Attributes
     ----------
+    task : str
+        ``denoise`` (MiniVB and the bundled ``minivb-small``) or
+        ``dereverb`` (MiniWHAMR and ``miniwhamr-small``):
+        :data:`~speechbrain_elbo.demo.data.TASKS`.
     max_items : int or None
         Test items to enhance (None: all).
     sampler : str, optional
@@ -139,7 +144,8 @@ class DemoOptions:
     device : str
         Torch device.
     threads : int, optional
-        Torch CPU threads during the run (default: torch's setting; the
+        Torch CPU threads during the run (default: the free cores,
+        :func:`speechbrain_elbo.runtime.set_threads`' rule; the
         previous setting is restored at the end).
     elbo : ElboOptions
         The ELBO terms.
@@ -155,6 +161,7 @@ class DemoOptions:
         Progress bars.
     """
 
+    task: str = "denoise"
     max_items: int | None = DEFAULT_ITEMS
     sampler: str | None = None
     steps: int | None = None
@@ -169,6 +176,10 @@ class DemoOptions:
     progress: bool = True
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(
+                f"task must be one of {', '.join(TASKS)}, got {self.task!r}."
+            )
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(
                 f"max_items must be >= 1 or None, got {self.max_items}."
@@ -365,12 +376,14 @@ class _DemoRun:
 
     def load_model(self):
         from speechbrain_elbo.inference import DiffusionEnhancement
-        from speechbrain_elbo.pretrained import pretrained_path
+        from speechbrain_elbo.pretrained import available, pretrained_path
 
         model_dir = self.model_dir
-        self.model_dir = pathlib.Path(
-            pretrained_path() if model_dir is None else model_dir
-        )
+        if model_dir is None:
+            model_dir = TASKS[self.options.task].model
+        if str(model_dir) in available():  # a bundled model, by name
+            model_dir = pretrained_path(str(model_dir))
+        self.model_dir = pathlib.Path(model_dir)
         self.enhancer = DiffusionEnhancement.from_hparams(
             source=str(self.model_dir),
             run_opts={"device": self.options.device},
@@ -395,6 +408,7 @@ class _DemoRun:
             cache_dir=self.options.cache_dir,
             samples_dir=self.options.samples_dir,
             progress=self.options.progress,
+            task=self.options.task,
         )
         self.items = load_test_items(self.data_dir, max_items)
         if self.data["fallback"]:
@@ -430,6 +444,9 @@ class _DemoRun:
             "duration_s": noisy.shape[-1] / self.rate,
             "snr_db": item.get("snr_db"),
         }
+        for key in ("rt60_s", "drr_db"):
+            if key in item:
+                record[key] = item[key]
         for name in self.names:
             if name != "noisy":
                 fileio.write_audio_atomic(
@@ -488,6 +505,8 @@ class _DemoRun:
     def describe(self, audio):
         """The model, data and settings entries of the report."""
         snrs = sorted({i["snr_db"] for i in self.items if "snr_db" in i})
+        rt60s = [i["rt60_s"] for i in self.items if "rt60_s" in i]
+        task = TASKS[self.options.task]
         self.report.update(
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             model=_model_info(self.model_dir, self.enhancer),
@@ -498,6 +517,9 @@ class _DemoRun:
                 items=len(self.items),
                 audio_seconds=audio,
                 snrs_db=snrs,
+                rt60_range_s=[min(rt60s), max(rt60s)] if rt60s else None,
+                task=task.name,
+                input_label=task.input_label,
             ),
             settings={
                 "sampler": _sampler_info(self.sampler),
@@ -597,10 +619,12 @@ class _DemoRun:
         )
         record = self.per_item[index]
         noisy, clean = self.waves[index]
-        panels = {f"noisy (PESQ {record['noisy']['pesq']:.2f})": noisy}
+        labels = system_labels(self.report)
+        first = labels["noisy"].replace(" input", "")
+        panels = {f"{first} (PESQ {record['noisy']['pesq']:.2f})": noisy}
         for name in self.names[1:]:
             path = tmp / entry["audio"][name]
-            label = f"{SYSTEM_LABELS[name]} (PESQ {record[name]['pesq']:.2f})"
+            label = f"{labels[name]} (PESQ {record[name]['pesq']:.2f})"
             panels[label] = read_mono(path, self.rate)
         panels["clean reference"] = clean
         ranks = entry["ranks"]
@@ -668,7 +692,8 @@ class _DemoRun:
         begin = time.perf_counter()
         with self.step("Loading the model", "load"):
             self.load_model()
-        with self.step("Preparing the MiniVB test split", "data"):
+        corpus = TASKS[self.options.task].corpus
+        with self.step(f"Preparing the {corpus} test split", "data"):
             self.prepare_data()
         tmp = (
             self.out_dir.parent / f".{self.out_dir.name}.partial-{os.getpid()}"
@@ -704,12 +729,12 @@ class _DemoRun:
 
 def run_demo(
     model_dir=None,
-    data_dir=DEFAULT_DATA,
-    out_dir=DEFAULT_OUT,
+    data_dir=None,
+    out_dir=None,
     options=None,
     **changes,
 ):
-    """Enhance the MiniVB test split with a model and write the report.
+    """Enhance a mini test split with a model and write the report.
 
     Writes into ``out_dir`` (replaced as a whole once the report is
     complete; a failed run leaves the previous one in place):
@@ -720,13 +745,16 @@ def run_demo(
     Arguments
     ---------
     model_dir : str or pathlib.Path, optional
-        An exported model folder (default: the bundled
-        ``speechbrain_elbo/pretrained/minivb-small``).
-    data_dir : str or pathlib.Path
-        MiniVB folder; built (test split) when missing, see
-        :func:`~speechbrain_elbo.demo.data.prepare_demo_data`.
-    out_dir : str or pathlib.Path
-        Output folder.
+        An exported model folder (default: the task's bundled model,
+        ``minivb-small`` or ``miniwhamr-small``).
+    data_dir : str or pathlib.Path, optional
+        The task's corpus folder (MiniVB or MiniWHAMR); its test split is
+        built when missing, see
+        :func:`~speechbrain_elbo.demo.data.prepare_demo_data` (default:
+        the task's, ``results/demo_data/minivb-test`` for denoising).
+    out_dir : str or pathlib.Path, optional
+        Output folder (default: the task's, ``results/demo`` for
+        denoising, ``results/demo-dereverb`` for dereverberation).
     options : DemoOptions, optional
         The settings (default ``DemoOptions()``).
     **changes
@@ -743,9 +771,11 @@ def run_demo(
         When a step fails; the message names the step.
     """
     options = dataclasses.replace(options or DemoOptions(), **changes)
+    task = TASKS[options.task]
+    data_dir = task.data if data_dir is None else data_dir
+    out_dir = task.out if out_dir is None else out_dir
     previous = torch.get_num_threads()
-    if options.threads is not None:
-        torch.set_num_threads(int(options.threads))
+    set_threads(options.threads)
     try:
         return _DemoRun(model_dir, data_dir, out_dir, options).run()
     finally:
