@@ -140,13 +140,18 @@ if [[ -n $STAGE1_FOLDER ]]; then
         exit 2
     }
 fi
-# The tiny networks are faster on one thread, and much faster than with
-# PyTorch's default (all cores) on a machine shared with other jobs.
-if [[ $CONFIG == tiny ]]; then
-    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-fi
-
 PYTHON=${PYTHON:-python}
+
+# The CPU presets run on the free cores (speechbrain_elbo.runtime's rule,
+# the one of inference and of make demo): threads beyond them make PyTorch
+# many times slower on a machine shared with other jobs (docs/inference.md,
+# "Backends, threads and load"). OMP_NUM_THREADS, when set, wins.
+if [[ $CONFIG == tiny || $CONFIG == small ]] && [[ -z ${OMP_NUM_THREADS:-} ]]; then
+    OMP_NUM_THREADS=$("$PYTHON" -c \
+        'from speechbrain_elbo.runtime import default_threads as d; print(d())')
+    export OMP_NUM_THREADS
+    echo "CPU preset $CONFIG: $OMP_NUM_THREADS thread(s), the free cores now (set OMP_NUM_THREADS to choose)"
+fi
 LAUNCHER=${LAUNCHER:-$PYTHON}
 SCORE_YAML=$HERE/hparams/score.yaml
 REFINER_YAML=$HERE/hparams/refiner.yaml
