@@ -565,7 +565,8 @@ class Competitor:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "while True: pass"]
             )
-            # the load average (default_threads) needs about a minute
+            # running before default_threads reads the load, and long
+            # enough for the load average printed with each row
             time.sleep(self.settle_s)
         return self
 
