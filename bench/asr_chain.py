@@ -803,7 +803,8 @@ def main(argv=None):
             Setting(True, model_steps, 0.0).name,
         ]
         verify = ["clean", "noisy"] + plain
-        verify += [n for n in (default, chosen) if n not in verify + ["noisy"]]
+        # the default and the setting chosen, once each (often the same)
+        verify = list(dict.fromkeys([*verify, default, chosen]))
         labels[default] = describe(default, default)
         for split in ("verification", "librivox"):
             jobs = [
