@@ -213,3 +213,56 @@ def test_bad_model_is_one_clear_error_line(tool, tmp_path, capsys):
     assert err[0].startswith("unseen_check: error: --model")
     assert "hyperparams.yaml" in err[0]
     assert not (tmp_path / "unseen_check.md").exists()
+
+
+def test_dereverb_rooms_lie_outside_miniwhamr_and_are_tabulated(
+    tool, tiny_models, tmp_path, monkeypatch
+):
+    # --task dereverb: each voice in each unseen room type, the measured
+    # RT60 inside the type's range, the target the anechoic part
+    from speechbrain_elbo.minidata.acoustics import RoomConfig
+
+    voices, _ = _sources(prompts_per_voice=12, lengths=(0.3, 0.5))
+    voices = {"es_allison": voices["es_allison"]}
+    items = tool.make_room_items(voices, seed=1, per_cell=1, seconds=(0.6, 1.0))
+    assert [r["room"] for r, _, _ in items] == list(tool.ROOM_TYPES)
+    miniwhamr = RoomConfig()
+    for row, anechoic, reverb in items:
+        config = RoomConfig(**tool.ROOM_TYPES[row["room"]][1])
+        assert config.rt60_range[0] <= row["rt60"] <= config.rt60_range[1]
+        outside = (
+            row["rt60"] > miniwhamr.rt60_range[1]
+            or row["rt60"] < miniwhamr.rt60_range[0]
+            or row["distance_m"] > miniwhamr.distance_range[1]
+        )
+        assert outside, row
+        assert anechoic.shape == reverb.shape
+        assert np.max(np.abs(reverb)) < 1.0
+        # reverberation adds energy after the direct path: the reverberant
+        # speech departs from the target, more in the hall than the booth
+        row["sdr"] = 10 * np.log10(
+            np.sum(anechoic**2) / np.sum((reverb - anechoic) ** 2)
+        )
+    by_room = {row["room"]: row for row, _, _ in items}
+    assert by_room["booth"]["sdr"] > by_room["hall"]["sdr"]
+    assert by_room["booth"]["drr"] > by_room["hall"]["drr"]
+    pairs = tmp_path / "work" / "rooms"
+    tool.write_pairs(pairs, items)
+    monkeypatch.setattr(tool, "build_pairs", lambda *a, **k: pairs)
+    out = tmp_path / "out"
+    argv = ["--task", "dereverb", "--model", str(tiny_models[1])]
+    assert tool.main(argv + ["--out", str(out), "--steps", "1"]) == 0
+    table = list(csv.DictReader(open(out / "unseen_check.csv")))
+    assert [row["group"] for row in table] == [
+        "all",
+        "voice:es_allison",
+        "room:booth",
+        "room:hall",
+        "room:far",
+    ]
+    text = (out / "unseen_check.md").read_text()
+    assert text.startswith("# Voices and rooms the model never saw")
+    assert "PESQ reverb" in text and "large hall" in text
+    per_item = list(csv.DictReader(open(out / "per_item.csv")))
+    assert {r["room"] for r in per_item} == set(tool.ROOM_TYPES)
+    assert all(float(r["rt60"]) > 0 for r in per_item)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does a model generalise? Voices, languages and noises MiniVB never had.
+"""Does a model generalise? Voices, languages, noises and rooms never seen.
 
 Issue 13 asks that the bundled model improve PESQ and SI-SDR over the noisy
 input on recordings and noises it never saw. This tool builds such a test
@@ -12,7 +12,8 @@ stage 1+2 from the same stage-1 sample,
 writes a table of PESQ-WB, ESTOI and SI-SDR: over all items, per voice and
 per noise type.
 
-    python tools/unseen_check.py [--model DIR] [--work DIR] [--out DIR]
+    python tools/unseen_check.py [--task denoise|dereverb] [--model DIR]
+        [--work DIR] [--out DIR]
 
 Speech (:data:`VOICES`, G.722 prompts decoded by Debian's ffmpeg through
 :func:`speechbrain_elbo.minidata.packages.decode_g722`): Spanish (es_MX,
@@ -25,6 +26,17 @@ for the city game LinCity-NG (``lincity-ng-data``), alerts (alarm clock and
 telephone rings of ``sound-theme-freedesktop``), and synthetic mains hum
 (50 or 60 Hz with harmonics, :func:`mains_hum`). None is a MiniVB category
 (ambient Sonic Pi samples, music, Dutch babble, white/pink/brown noise).
+
+With ``--task dereverb`` (for a dereverberation model such as the bundled
+``miniwhamr-small``) the same voices are reverberated instead, in simulated
+rooms of the kinds MiniWHAMR never had (:data:`ROOM_TYPES`: a small dry
+booth, a large reverberant hall, and a talker far from the microphone), by
+MiniWHAMR's own simulation (:func:`speechbrain_elbo.minidata.acoustics.
+simulate_room` and :func:`~speechbrain_elbo.minidata.acoustics.reverberate`:
+pyroomacoustics' image method, the measured RT60 within 10 % of a target
+drawn in the range, the target the direct path plus 2.5 ms), with the
+reverberant speech at an active level drawn in -30..-20 dBFS as MiniWHAMR.
+The table is then per voice and per room type, against the anechoic target.
 
 Clean speech is set to an ITU-T P.56 active level drawn in -30..-20 dBFS,
 and the noise to an SNR drawn uniformly in 0..15 dB relative to that active
@@ -73,6 +85,11 @@ from speechbrain_elbo.fileio import (
     write_text_atomic,
 )
 from speechbrain_elbo.metrics import estoi, nan_mean, pesq_wb, si_sdr
+from speechbrain_elbo.minidata.acoustics import (
+    RoomConfig,
+    reverberate,
+    simulate_room,
+)
 from speechbrain_elbo.minidata.folders import build_once
 from speechbrain_elbo.minidata.packages import (
     SourcesUnavailable,
@@ -172,9 +189,52 @@ NOISE_TYPES = {
     "hum": ("synthetic", "", [], "generated, no licence restriction"),
 }
 
+#: Room type -> (what it is, the RoomConfig of its rooms). MiniWHAMR's
+#: rooms (docs/minidata.md): RT60 0.2-1.0 s, 4-10 m long and wide, 2.5-4 m
+#: high, talker 0.7-2.5 m from the microphone; each type lies outside that.
+ROOM_TYPES = {
+    "booth": (
+        "small dry booth: 2.2-3.5 m, RT60 0.08-0.18 s, talker 0.3-0.9 m",
+        dict(
+            rt60_range=(0.08, 0.18),
+            length_range=(2.2, 3.5),
+            height_range=(2.1, 2.5),
+            distance_range=(0.3, 0.9),
+        ),
+    ),
+    "hall": (
+        "large hall: 12-20 m, 5-9 m high, RT60 1.2-1.8 s, talker 2.5-5 m",
+        dict(
+            rt60_range=(1.2, 1.8),
+            length_range=(12.0, 20.0),
+            height_range=(5.0, 9.0),
+            distance_range=(2.5, 5.0),
+        ),
+    ),
+    "far": (
+        "talker far away: 8-12 m, RT60 0.5-1.0 s, talker 3.5-6 m",
+        dict(
+            rt60_range=(0.5, 1.0),
+            length_range=(8.0, 12.0),
+            distance_range=(3.5, 6.0),
+        ),
+    ),
+}
+#: The test conditions of each task: the metadata column, its label in the
+#: table, and the pairs folder under --work.
+TASKS = {
+    "denoise": ("noise_type", "noise", "pairs"),
+    "dereverb": ("room", "room", "rooms"),
+}
+
 #: Where the pairs are built by default (beside the source cache).
 DEFAULT_WORK = pathlib.Path("~/.cache/speechbrain_elbo/unseen_check")
-DEFAULT_OUT = pathlib.Path("results") / "unseen_check"
+#: Outputs and bundled models of each task.
+DEFAULT_OUTS = {
+    "denoise": pathlib.Path("results") / "unseen_check",
+    "dereverb": pathlib.Path("results") / "unseen_check_dereverb",
+}
+DEFAULT_MODELS = {"denoise": "minivb-small", "dereverb": "miniwhamr-small"}
 #: Utterance length range in seconds, SNR range in dB, level range in dBFS.
 SECONDS = (2.0, 5.0)
 SNR_RANGE = (0.0, 15.0)
@@ -499,6 +559,68 @@ def make_items(
     return items
 
 
+def make_room_items(voices, seed=0, per_cell=3, seconds=SECONDS):
+    """Reverberant/anechoic pairs: every voice in every room type.
+
+    Arguments
+    ---------
+    voices : dict
+        Voice id -> prompts (:func:`load_voices`).
+    seed : int
+        Seed of every random choice.
+    per_cell : int
+        Items per (voice, room type); each item is a new room.
+    seconds : tuple of float
+        Shortest and longest utterance (:func:`utterances`).
+
+    Returns
+    -------
+    list of (dict, numpy.ndarray, numpy.ndarray)
+        Metadata row (with the room's measured RT60 and DRR), anechoic
+        target and reverberant waveform (float64) of each item.
+    """
+    items = []
+    kinds = list(ROOM_TYPES)
+    for voice, prompts in voices.items():
+        rng = seeded_rng(seed, "speech", voice)
+        spoken = utterances(prompts, per_cell * len(kinds), rng, seconds)
+        for index, (names, speech) in enumerate(spoken):
+            kind = kinds[index % len(kinds)]
+            uid = f"{voice}_{kind}_{index // len(kinds)}"
+            rng = seeded_rng(seed, "room", uid)
+            room = simulate_room(RoomConfig(**ROOM_TYPES[kind][1]), rng)
+            reverb, anechoic = reverberate(speech, room)
+            level = round(float(rng.uniform(*LEVEL_RANGE)), 2)
+            gain = math.sqrt(
+                10 ** (level / 10) / active_speech_level(reverb)[0]
+            )
+            peak = max(np.max(np.abs(reverb)), np.max(np.abs(anechoic)))
+            gain = min(gain, 0.99 / (peak + 1e-12))
+            meta = VOICES.get(voice, ("", "", "", "", ""))
+            geometry = room.metadata()
+            row = {
+                "id": uid,
+                "voice": voice,
+                "language": meta[2],
+                "speech_package": meta[0],
+                "speech_files": "+".join(names),
+                "speech_licence": meta[4],
+                "room": kind,
+                "rt60": geometry["rt60"],
+                "drr": geometry["drr"],
+                "room_x": round(room.room[0], 2),
+                "room_y": round(room.room[1], 2),
+                "room_z": round(room.room[2], 2),
+                "distance_m": geometry["distance_m"],
+                "level_dbfs": round(level + 20 * math.log10(gain), 3)
+                if gain > 0
+                else level,
+                "duration_s": round(speech.size / SAMPLE_RATE, 4),
+            }
+            items.append((row, anechoic * gain, reverb * gain))
+    return items
+
+
 def write_pairs(folder, items):
     """Writes ``clean/<id>.wav``, ``noisy/<id>.wav`` and ``metadata.csv``.
 
@@ -521,42 +643,58 @@ def write_pairs(folder, items):
     write_csv_atomic(folder / "metadata.csv", [row for row, _, _ in items])
 
 
-def build_pairs(work_dir, cache_dir=None, seed=0, per_cell=3, overwrite=False):
-    """Builds the test pairs into ``work_dir/pairs`` once per set of options.
+def build_pairs(
+    work_dir,
+    cache_dir=None,
+    seed=0,
+    per_cell=3,
+    overwrite=False,
+    task="denoise",
+):
+    """Builds the test pairs into ``work_dir`` once per set of options.
 
     Arguments
     ---------
     work_dir : str or pathlib.Path
-        The work folder.
+        The work folder (the pairs go to ``pairs/``, or ``rooms/`` for
+        ``dereverb``).
     cache_dir : str or pathlib.Path, optional
         Source cache of :mod:`speechbrain_elbo.minidata`.
     seed : int
         Seed of every random choice.
     per_cell : int
-        Items per (voice, noise type).
+        Items per (voice, noise type or room type).
     overwrite : bool
         Rebuild a folder built with other options.
+    task : str
+        ``denoise`` (noisy/clean pairs) or ``dereverb`` (reverberant/
+        anechoic pairs).
 
     Returns
     -------
     pathlib.Path
-        The folder of the pairs.
+        The folder of the pairs (``noisy/`` holds the input, ``clean/`` the
+        target).
     """
-    target = pathlib.Path(work_dir).expanduser() / "pairs"
+    target = pathlib.Path(work_dir).expanduser() / TASKS[task][2]
     options = {
         "version": BUILD_VERSION,
         "seed": seed,
         "per_cell": per_cell,
         "voices": list(VOICES),
-        "noise_types": list(NOISE_TYPES),
-        "snr_range": SNR_RANGE,
         "seconds": SECONDS,
     }
+    if task == "dereverb":
+        options["rooms"] = {k: v[1] for k, v in ROOM_TYPES.items()}
+    else:
+        options.update(noise_types=list(NOISE_TYPES), snr_range=SNR_RANGE)
 
     def build(tmp):
-        items = make_items(
-            load_voices(cache_dir), load_noises(cache_dir), seed, per_cell
-        )
+        voices = load_voices(cache_dir)
+        if task == "dereverb":
+            items = make_room_items(voices, seed, per_cell)
+        else:
+            items = make_items(voices, load_noises(cache_dir), seed, per_cell)
         write_pairs(tmp, items)
 
     build_once(target, options, build, overwrite=overwrite)
@@ -656,8 +794,9 @@ def enhance_items(enhancer, items, seed=0, sampler=None, steps=None, log=None):
     Returns
     -------
     list of dict
-        Per item: ``id``, ``voice``, ``noise_type``, ``snr_db``,
-        ``duration_s`` and ``<system>_<metric>`` for each system.
+        Per item: ``id``, ``voice``, ``noise_type`` and ``snr_db`` (or
+        ``room``, ``rt60`` and ``drr``), ``duration_s`` and
+        ``<system>_<metric>`` for each system ("noisy": the input).
     """
     rows = []
     for k, (meta, clean, noisy) in enumerate(items):
@@ -667,10 +806,8 @@ def enhance_items(enhancer, items, seed=0, sampler=None, steps=None, log=None):
             steps=steps,
             seed=seed + k,
         )
-        row = {
-            key: meta[key]
-            for key in ("id", "voice", "noise_type", "snr_db", "duration_s")
-        }
+        keys = ("id", "voice", "noise_type", "room", "snr_db", "rt60", "drr")
+        row = {key: meta[key] for key in (*keys, "duration_s") if key in meta}
         systems = {"noisy": noisy, **{s: out[s] for s in SYSTEMS if s in out}}
         for system, estimate in systems.items():
             for metric, value in scores(estimate, clean).items():
@@ -696,7 +833,7 @@ def _beats(rows, system, metric):
 
 
 def summarise(rows):
-    """The table: all items, then per voice, then per noise type.
+    """The table: all items, then per voice, then per noise or room type.
 
     Arguments
     ---------
@@ -706,7 +843,8 @@ def summarise(rows):
     Returns
     -------
     list of dict
-        ``group`` (``all``, ``voice:<id>`` or ``noise:<type>``), ``items``,
+        ``group`` (``all``, ``voice:<id>``, ``noise:<type>`` or
+        ``room:<type>``), ``items``,
         the mean of each ``<system>_<metric>`` present (NaN PESQ left out)
         and ``final_beats_noisy_pesq`` / ``final_beats_noisy_si_sdr``: the
         fraction of items where the last system (stage 1+2, or stage 1
@@ -715,7 +853,11 @@ def summarise(rows):
     systems = [s for s in SYSTEMS if rows and f"{s}_pesq" in rows[0]]
     final = systems[-1]
     groups = [("all", rows)]
-    for field, label in (("voice", "voice"), ("noise_type", "noise")):
+    fields = [("voice", "voice")]
+    fields += [
+        task[:2] for task in TASKS.values() if rows and task[0] in rows[0]
+    ]
+    for field, label in fields:
         for value in dict.fromkeys(r[field] for r in rows):
             groups.append(
                 (f"{label}:{value}", [r for r in rows if r[field] == value])
@@ -839,9 +981,27 @@ def render_markdown(table, info):
     model = info["model"]
     systems = [s for s in SYSTEMS if f"{s}_pesq" in table[0]]
     final = table[0]["final"]
-    names = {"noisy": "noisy", "stage1": "s1", "stage1+2": "s1+2"}
+    rooms = info.get("task") == "dereverb"
+    source = "reverb" if rooms else "noisy"
+    names = {"noisy": source, "stage1": "s1", "stage1+2": "s1+2"}
+    if rooms:
+        conditions = "; room types " + ", ".join(
+            f"{key} ({ROOM_TYPES[key][0]})"
+            for key in ROOM_TYPES
+            if any(t["group"] == f"room:{key}" for t in table)
+        )
+    else:
+        conditions = (
+            "; noise types "
+            + ", ".join(
+                t["group"][6:] for t in table if t["group"].startswith("noise:")
+            )
+            + f"; SNR {SNR_RANGE[0]:g}-{SNR_RANGE[1]:g} dB"
+        )
     lines = [
-        "# Recordings and noises the model never saw",
+        "# Voices and rooms the model never saw"
+        if rooms
+        else "# Recordings and noises the model never saw",
         "",
         f"- **Command**: `{info['command']}`",
         f"- **Date**: {info['date']}",
@@ -862,18 +1022,17 @@ def render_markdown(table, info):
             for key in VOICES
             if any(t["group"] == f"voice:{key}" for t in table)
         )
-        + "; noise types "
-        + ", ".join(
-            t["group"][6:] for t in table if t["group"].startswith("noise:")
-        )
-        + f"; SNR {SNR_RANGE[0]:g}-{SNR_RANGE[1]:g} dB",
+        + conditions,
         f"- **Wall time**: {info['seconds']:.0f} s",
         "",
     ]
     header = ["group", "items"]
     for label in ("PESQ", "ESTOI", "SI-SDR"):
         header += [f"{label} {names[s]}" for s in systems]
-    header += [f"{names[final]} > noisy PESQ", f"{names[final]} > noisy SI-SDR"]
+    header += [
+        f"{names[final]} > {source} PESQ",
+        f"{names[final]} > {source} SI-SDR",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for line in table:
         cells = [line["group"], str(line["items"])]
@@ -892,8 +1051,8 @@ def render_markdown(table, info):
     lines += [
         "",
         f"Over all items, {names[final]} " + "; ".join(verdict) + " over the "
-        "noisy input. SI-SDR in dB; fractions are of items where "
-        f"{names[final]} is above the noisy input.",
+        f"{source} input. SI-SDR in dB; fractions are of items where "
+        f"{names[final]} is above the {source} input.",
         "",
     ]
     return "\n".join(lines)
@@ -916,11 +1075,16 @@ def run(args, defaults, log=print):
     list of dict
         The table (:func:`summarise`).
     """
+    from speechbrain_elbo.pretrained import pretrained_path
+
     start = time.time()
     torch.set_num_threads(args.threads)
-    enhancer = load_model(args.model)
+    model = args.model or pretrained_path(DEFAULT_MODELS[args.task])
+    enhancer = load_model(model)
     try:
-        pairs = build_pairs(args.work, args.cache_dir, args.seed, args.per_cell)
+        pairs = build_pairs(
+            args.work, args.cache_dir, args.seed, args.per_cell, task=args.task
+        )
     except SourcesUnavailable as error:
         raise SourcesUnavailable(
             f"{error} (the test set needs apt-get download and Debian's "
@@ -938,13 +1102,14 @@ def run(args, defaults, log=print):
         "command": command_line(args, defaults),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine_description(),
-        "model": model_description(args.model, enhancer),
+        "model": model_description(model, enhancer),
+        "task": args.task,
         "sampler": f"{sampler.name} with {sampler.steps} steps",
         "seed": args.seed,
         "seconds": time.time() - start,
     }
     text = render_markdown(table, info)
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out or DEFAULT_OUTS[args.task])
     write_text_atomic(out / "unseen_check.md", text)
     write_csv_atomic(out / "unseen_check.csv", table, float_digits=4)
     write_csv_atomic(out / "per_item.csv", rows, float_digits=4)
@@ -955,18 +1120,25 @@ def run(args, defaults, log=print):
 
 def build_parser():
     """The command-line options."""
-    from speechbrain_elbo.pretrained import pretrained_path
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Enhance speech and noise MiniVB never had (other "
-        "voices, languages and noise types) and tabulate PESQ-WB, ESTOI "
-        "and SI-SDR of noisy / stage 1 / stage 1+2.",
+        "voices, languages and noise types), or with --task dereverb those "
+        "voices in rooms MiniWHAMR never had, and tabulate PESQ-WB, ESTOI "
+        "and SI-SDR of the input / stage 1 / stage 1+2.",
+    )
+    parser.add_argument(
+        "--task",
+        choices=tuple(TASKS),
+        default="denoise",
+        help="denoise: noisy mixtures (default); dereverb: reverberant "
+        "speech in unseen room types",
     )
     parser.add_argument(
         "--model",
-        default=str(pretrained_path("minivb-small")),
-        help="exported model folder (default: the bundled minivb-small)",
+        default=None,
+        help="exported model folder (default: the bundled minivb-small, "
+        "or miniwhamr-small with --task dereverb)",
     )
     parser.add_argument(
         "--work",
@@ -975,8 +1147,9 @@ def build_parser():
     )
     parser.add_argument(
         "--out",
-        default=str(DEFAULT_OUT),
-        help="where the tables go (default %(default)s)",
+        default=None,
+        help=f"where the tables go (default {DEFAULT_OUTS['denoise']}, or "
+        f"{DEFAULT_OUTS['dereverb']} with --task dereverb)",
     )
     parser.add_argument(
         "--cache-dir",
