@@ -329,7 +329,7 @@ def test_torchrun_gloo_splits_batches(stage1):
 
 
 def test_run_sh_rejects_bad_arguments(stage1, tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     run = RECIPE / "run.sh"
 
     def call(*args):
@@ -358,7 +358,7 @@ def test_run_sh_trains_stage2_on_an_imported_sgmse_model(
     # docs/interop.md: stage 1 is an sgmse checkpoint, not trained here
     data = make_fake_voicebank(tmp_path / "data", per_speaker=1)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
             "bash",
@@ -404,7 +404,7 @@ def test_run_sh_trains_stage2_on_an_imported_sgmse_model(
 
 
 def test_run_sh_refuses_a_stage1_that_is_not_a_model(stage1, tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
             "bash",

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import runpy
 import subprocess
 import sys
@@ -85,7 +86,9 @@ def script_main(name):
 
 
 def run_sh(*args, timeout=600):
+    # without OMP_NUM_THREADS, so that run.sh applies its threads rule
     env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("OMP_NUM_THREADS", None)
     return subprocess.run(
         ["bash", str(RECIPE / "run.sh"), *map(str, args)],
         env=env,
@@ -197,6 +200,9 @@ def test_run_sh_dereverb_end_to_end(dereverb_run):
     out, _, result = dereverb_run
     for step in ("prepare", "stage1", "cache", "stage2"):
         assert f"[run.sh] {step}: done in" in result.stdout
+    # the CPU preset runs on the free cores (speechbrain_elbo.runtime)
+    threads = re.search(r"CPU preset tiny: (\d+) thread", result.stdout)
+    assert threads and 1 <= int(threads[1]) <= os.cpu_count()
     assert (out / ".run_sh" / "choices").read_text().strip() == (
         "--task=dereverb"
     )
