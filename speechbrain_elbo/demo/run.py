@@ -1,7 +1,8 @@
 """The demo run: load a model, enhance the test items, score, time, report.
 
 :func:`run_demo` takes an exported two-stage model (by default the one
-bundled in :mod:`speechbrain_elbo.pretrained`) and the MiniVB test split
+bundled in :mod:`speechbrain_elbo.pretrained`) and the MiniVB (or, for
+dereverberation, MiniWHAMR) test split
 (:func:`speechbrain_elbo.demo.data.prepare_demo_data`), and writes into
 ``out_dir`` the report (:mod:`speechbrain_elbo.demo.report`), its figures
 (:mod:`speechbrain_elbo.demo.figures`), the enhanced WAV files and a copy of
@@ -86,7 +87,8 @@ class ElboOptions:
     items : int
         Test crops evaluated (spread over the items); 0 skips the ELBO.
     fit_items : int
-        Held-out crops (MiniVB validation items, else other test items)
+        Held-out crops (the corpus' validation items, else other test
+        items)
         for the decoder variances.
     diffusion_samples, reconstruction_samples : int
         Monte Carlo samples per crop.
@@ -155,7 +157,7 @@ class DemoOptions:
         Items scored with DNSMOS when ``speechmos`` is installed (about 2 s
         per clip and system on 2 cores).
     cache_dir, samples_dir : str or pathlib.Path, optional
-        Sources of a MiniVB build, see
+        Sources of a MiniVB or MiniWHAMR build, see
         :func:`~speechbrain_elbo.demo.data.prepare_demo_data`.
     progress : bool
         Progress bars.
@@ -546,7 +548,7 @@ class _DemoRun:
             (read_mono(v["noisy"], self.rate), read_mono(v["clean"], self.rate))
             for v in valid
         ]
-        return fit, "MiniVB validation items"
+        return fit, f"{TASKS[self.options.task].corpus} validation items"
 
     def elbo(self):
         opts = self.options.elbo
