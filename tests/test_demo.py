@@ -737,10 +737,12 @@ def test_dereverb_demo_on_miniwhamr(tiny_model, tmp_path, one_thread):
             float(si_sdr(reverb, anechoic)), abs=1e-3
         )
         assert 0.1 < record["rt60_s"] < 1.5 and "drr_db" in record
+        assert record["snr_db"] is None  # no noise in the reverberant input
     assert result["data"]["task"] == "dereverb"
     page = (root / "out" / "report.md").read_text()
     assert "| reverberant input | 2 |" in page and "noisy input" not in page
     assert "measured RT60" in page and "RT60 (s)" in page
+    assert "SNRs" not in page
     html = (root / "out" / "report.html").read_text()
     assert "over the reverberant input" in html
     with pytest.raises(ValueError, match="task must be one of"):

@@ -115,9 +115,13 @@ _FOLDERS = {
 _WHAMR_SPLITS = {"test": "tt", "valid": "cv"}
 _WHAMR_PAIR = ("s1_reverb", "s1_anechoic")
 
-#: Manifest columns kept in the items: (column, key) of MiniVB's SNR
-#: and of MiniWHAMR's measured room acoustics.
-_CONDITIONS = (("snr_db", "snr_db"), ("rt60", "rt60_s"), ("drr", "drr_db"))
+#: Manifest columns kept in the items, (column, key), by layout: MiniVB's
+#: SNR; MiniWHAMR's measured room acoustics (its SNR is that of the noisy
+#: mixture, not of the reverberant speech that dereverberation takes).
+_CONDITIONS = {
+    False: (("snr_db", "snr_db"),),
+    True: (("rt60", "rt60_s"), ("drr", "drr_db")),
+}
 
 
 def _layout(data_dir, split):
@@ -331,7 +335,7 @@ def load_test_items(data_dir, max_items=None, split="test"):
             noisy_dir, clean_dir, [row["id"] for row in rows]
         )
         for pair, row in zip(pairs, rows, strict=True):
-            for column, key in _CONDITIONS:
+            for column, key in _CONDITIONS[(data_dir / "wav16k").is_dir()]:
                 if row.get(column):
                     pair[key] = float(row[column])
     elif split == "test" and noisy_dir.is_dir():
