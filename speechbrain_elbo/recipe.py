@@ -513,14 +513,13 @@ def _device(run_opts):
     return run_opts["device"] or infer_device()
 
 
-def _init_state(folder, filename):
-    """The ``state_dict`` of ``filename`` in a warm-start model folder: an
-    exported ``from_hparams`` folder or the name of a bundled model."""
-    from speechbrain_elbo.pretrained import available, pretrained_path
+def _init_state(source, filename):
+    """The ``state_dict`` of ``filename`` in a warm-start model: any source
+    of ``from_hparams`` (an exported folder, a bundled model's name, a hub
+    id), resolved by :func:`speechbrain_elbo.hub.resolve_source`."""
+    from speechbrain_elbo.hub import resolve_source
 
-    if str(folder) in available():
-        folder = pretrained_path(str(folder))
-    return read_state_dict(pathlib.Path(folder) / filename)
+    return read_state_dict(resolve_source(str(source)).folder / filename)
 
 
 def init_score(hparams):

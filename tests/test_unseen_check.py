@@ -238,6 +238,10 @@ def test_dereverb_rooms_lie_outside_miniwhamr_and_are_tabulated(
         assert outside, row
         assert anechoic.shape == reverb.shape
         assert np.max(np.abs(reverb)) < 1.0
+        # the recorded level is the reverberant speech's active level
+        level = 10 * np.log10(active_speech_level(reverb)[0])
+        assert level == pytest.approx(row["level_dbfs"], abs=0.01)
+        assert -30.5 <= row["level_dbfs"] <= -20.0
         # reverberation adds energy after the direct path: the reverberant
         # speech departs from the target, more in the hall than the booth
         row["sdr"] = 10 * np.log10(

@@ -97,6 +97,7 @@ from speechbrain_elbo.minidata.packages import (
     ensure_ffmpeg,
     fetch_package,
 )
+from speechbrain_elbo.minidata.rooms import MAX_PEAK
 from speechbrain_elbo.minidata.signals import (
     SAMPLE_RATE,
     active_speech_level,
@@ -591,11 +592,14 @@ def make_room_items(voices, seed=0, per_cell=3, seconds=SECONDS):
             room = simulate_room(RoomConfig(**ROOM_TYPES[kind][1]), rng)
             reverb, anechoic = reverberate(speech, room)
             level = round(float(rng.uniform(*LEVEL_RANGE)), 2)
+            # the reverberant speech at the drawn active level, scaled down
+            # (level and all) if a peak would clip, as MiniWHAMR is built
             gain = math.sqrt(
                 10 ** (level / 10) / active_speech_level(reverb)[0]
             )
-            peak = max(np.max(np.abs(reverb)), np.max(np.abs(anechoic)))
-            gain = min(gain, 0.99 / (peak + 1e-12))
+            peak = gain * max(np.max(np.abs(reverb)), np.max(np.abs(anechoic)))
+            rescale = min(1.0, MAX_PEAK / peak)
+            gain *= rescale
             meta = VOICES.get(voice, ("", "", "", "", ""))
             geometry = room.metadata()
             row = {
@@ -612,9 +616,7 @@ def make_room_items(voices, seed=0, per_cell=3, seconds=SECONDS):
                 "room_y": round(room.room[1], 2),
                 "room_z": round(room.room[2], 2),
                 "distance_m": geometry["distance_m"],
-                "level_dbfs": round(level + 20 * math.log10(gain), 3)
-                if gain > 0
-                else level,
+                "level_dbfs": round(level + 20 * math.log10(rescale), 3),
                 "duration_s": round(speech.size / SAMPLE_RATE, 4),
             }
             items.append((row, anechoic * gain, reverb * gain))

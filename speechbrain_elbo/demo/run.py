@@ -377,15 +377,12 @@ class _DemoRun:
             self.timing[key] = time.perf_counter() - start
 
     def load_model(self):
+        from speechbrain_elbo.hub import resolve_source
         from speechbrain_elbo.inference import DiffusionEnhancement
-        from speechbrain_elbo.pretrained import available, pretrained_path
 
-        model_dir = self.model_dir
-        if model_dir is None:
-            model_dir = TASKS[self.options.task].model
-        if str(model_dir) in available():  # a bundled model, by name
-            model_dir = pretrained_path(str(model_dir))
-        self.model_dir = pathlib.Path(model_dir)
+        model_dir = self.model_dir or TASKS[self.options.task].model
+        # a folder, a bundled model's name or a hub id, as from_hparams
+        self.model_dir = resolve_source(str(model_dir)).folder
         self.enhancer = DiffusionEnhancement.from_hparams(
             source=str(self.model_dir),
             run_opts={"device": self.options.device},
