@@ -688,7 +688,6 @@ def build_pairs(
     }
     if task == "dereverb":
         options["rooms"] = {k: v[1] for k, v in ROOM_TYPES.items()}
-        options["rooms_version"] = 2  # 2: the recorded level_dbfs fixed
     else:
         options.update(noise_types=list(NOISE_TYPES), snr_range=SNR_RANGE)
 
