@@ -382,7 +382,7 @@ def resolve_source(
     Traceback (most recent call last):
     ...
     FileNotFoundError: Model folder no-such-model does not exist, and it is
-    neither a bundled model ('minivb-small') nor a Hugging Face Hub id
+    neither a bundled model ('minivb-small', ...) nor a Hugging Face Hub id
     (org/name). ...
     """
     from speechbrain_elbo import pretrained
