@@ -639,6 +639,7 @@ def forward_rows(args, load_name, threads_list, cache):
         net, path = cache[config]
         x = torch.randn(1, 4, 256, args.frames)
         cond = torch.tensor([-1.0])
+        gflop = forward_gflop(net, x, cond)
         reference = None
         if args.reference_root and config == "ncsnpp":
             reference = _reference_call(args, x)
@@ -659,6 +660,7 @@ def forward_rows(args, load_name, threads_list, cache):
                 "threads": threads,
                 "frames": args.frames,
                 "load_average": load_average(),
+                "gflop": gflop,
                 **{f"{k}_ms": v[0] * 1e3 for k, v in result.items()},
                 **{f"{k}_best_ms": v[1] * 1e3 for k, v in result.items()},
             }
@@ -673,6 +675,19 @@ def forward_rows(args, load_name, threads_list, cache):
             )
             del onnx
     return rows
+
+
+def forward_gflop(net, *inputs):
+    """Floating-point operations of one forward (GFLOP, a multiply-add
+    counted as 2), by ``torch.utils.flop_counter``: with the per-forward
+    time it gives the arithmetic rate a backend reaches, to set against
+    the processor's peak."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(*inputs)
+    return counter.get_total_flops() / 1e9
 
 
 def _reference_call(args, x):
@@ -795,7 +810,10 @@ def backend_tables(forward, e2e, precision, args):
         "",
     ]
     extra = any("sgmse 0.1.2_ms" in r for r in forward)
-    header = "| load | config | threads | eager | ONNX Runtime | ORT / eager |"
+    header = (
+        "| load | config | threads | GFLOP | eager | ONNX Runtime "
+        "| ORT / eager | fastest GFLOP/s |"
+    )
     if extra:
         header += " sgmse 0.1.2 | fastest / sgmse |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
@@ -804,9 +822,13 @@ def backend_tables(forward, e2e, precision, args):
             r["load"],
             r["config"],
             str(r["threads"]),
+            f"{r['gflop']:.1f}" if "gflop" in r else "-",
             f"{r['eager_ms']:.0f} ({r['eager_best_ms']:.0f})",
             f"{r['onnxruntime_ms']:.0f} ({r['onnxruntime_best_ms']:.0f})",
             f"{r['onnxruntime_ms'] / r['eager_ms']:.2f}",
+            f"{r['gflop'] * 1e3 / min(r['eager_ms'], r['onnxruntime_ms']):.1f}"
+            if "gflop" in r
+            else "-",
         ]
         if extra:
             ref = r.get("sgmse 0.1.2_ms")
