@@ -635,11 +635,12 @@ def forward_rows(args, load_name, threads_list, cache):
             torch.manual_seed(0)
             net = module_from_yaml(MODELS / f"{config}.yaml", "score_model")
             net.eval()
-            cache[config] = (net, _onnx_network(net, config, args))
-        net, path = cache[config]
+            shape = (1, 4, 256, args.frames)
+            gflop = forward_gflop(net, torch.zeros(shape), torch.tensor([-1.0]))
+            cache[config] = (net, _onnx_network(net, config, args), gflop)
+        net, path, gflop = cache[config]
         x = torch.randn(1, 4, 256, args.frames)
         cond = torch.tensor([-1.0])
-        gflop = forward_gflop(net, x, cond)
         reference = None
         if args.reference_root and config == "ncsnpp":
             reference = _reference_call(args, x)
