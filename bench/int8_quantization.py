@@ -118,8 +118,9 @@ def session(path, threads):
 
 
 def activation_spread(prepared, feed, worst):
-    """(index, max/median, frequency row of the max, time share) of the
-    ``worst`` convolutions' inputs on ``feed``."""
+    """The ``worst`` widest convolution inputs on ``feed``, as (index,
+    tensor name, max/median magnitude, frequency row of the max, rows);
+    the number of distinct inputs; the median max/median over them."""
     import numpy as np
     import onnx
 
@@ -270,7 +271,7 @@ def main(argv=None):
     )
     print("\n".join(lines))
     print(
-        f"\nInputs of the score network's {count} convolutions on one "
+        f"\nThe score network's {count} distinct convolution inputs on one "
         f"calibration input: largest magnitude / median magnitude, median "
         f"{median:.0f}; the {args.worst} widest:\n"
     )
@@ -283,7 +284,8 @@ def main(argv=None):
         "Repeat: "
         f"python bench/int8_quantization.py --model {args.model} --data "
         f"{args.data} --calibration-items {args.calibration_items} --items "
-        f"{args.items} --threads {args.threads} --frames {args.frames}"
+        f"{args.items} --threads {args.threads} --frames {args.frames} "
+        f"--repeats {args.repeats} --worst {args.worst}"
     )
 
 
