@@ -4,8 +4,11 @@ Trains one score model per variant ``GNS:LOSS`` (a noise schedule preset of
 ``hparams/gns/`` and a loss of ``speechbrain_elbo.losses``) from the same
 initial weights, with the same budget, the same batches (same files, same
 crops, same order) and the same random stream for t and z, then evaluates
-each on the same MiniVB validation utterances (held-out speakers p226, p287)
-with the same seeds:
+each on the same validation utterances with the same seeds: MiniVB's
+held-out speakers p226 and p287, or with ``--task dereverb`` the cv split of
+MiniWHAMR (WHAMR! layout). With ``--init`` every variant starts from the
+score network of a trained model instead (a warm start, as the bundled
+dereverberation model's from the denoiser):
 
 1. the negative ELBO in bits per real dimension and its three terms
    (``speechbrain_elbo.elbo.negative_elbo``, stage-1 Gaussian decoder);
@@ -14,7 +17,7 @@ with the same seeds:
    decoded to a waveform, SI-SDR against the clean one, with the same
    formula at score 0 (x_t alone) as reference;
 3. sampled enhancement with a few samplers: PESQ-WB, ESTOI, SI-SDR, with the
-   noisy input as reference row;
+   (noisy or reverberant) input as reference row;
 4. the Importance of Condition curve IoC(t) (``speechbrain_elbo.ioc``) on a
    grid of diffusion times, with where it reaches 0.25 and 0.5 and its mean
    over t, and a figure with, for each loss, the curves of its GNS
@@ -34,7 +37,8 @@ trains only the new ones).
 
 Training is a plain loop: Adam, gradient-norm clipping, an EMA of the
 weights (``--ema-decay``, 0 for none) whose weights are the ones evaluated.
-Data come from the library: ``prepare_voicebank`` writes the manifests into
+Data come from the library: ``prepare_voicebank`` (``prepare_whamr`` with
+``--task dereverb``) writes the manifests into
 ``<out>/prepared``, ``make_datasets`` reads random training crops and centred
 validation crops (or whole utterances with ``--valid-frames 0``).
 
@@ -64,6 +68,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_elbo.brains import make_ema
 from speechbrain_elbo.dataio import make_datasets
 from speechbrain_elbo.dataprep.voicebank import prepare_voicebank
+from speechbrain_elbo.dataprep.whamr import prepare_whamr
 from speechbrain_elbo.demo import figures
 from speechbrain_elbo.elbo import negative_elbo
 from speechbrain_elbo.fileio import (
@@ -79,6 +84,7 @@ from speechbrain_elbo.pipeline import (
     frame_multiple_of,
     utterance_seed,
 )
+from speechbrain_elbo.recipe import init_score
 from speechbrain_elbo.sampling import SAMPLERS, Sampler
 from speechbrain_elbo.score import ScoreModel
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
@@ -94,6 +100,8 @@ MODELS = ROOT / "hparams" / "models"
 GNS_PRESETS = ROOT / "hparams" / "gns"
 SAMPLE_RATE = 16000
 VALID_SPEAKERS = ("p226", "p287")
+# the input each task enhances: the reference row of the tables
+TASK_INPUT = {"denoise": "noisy input", "dereverb": "reverberant input"}
 DEFAULT_VARIANTS = (
     "sgmse:sigma2,smax1:sigma2,sgmse:likelihood,sgmse:data_prediction"
 )
@@ -181,7 +189,25 @@ def parse_ioc_times(text):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--data", required=True, help="MiniVB (VoiceBank-DEMAND layout)")
+    add(
+        "--data",
+        required=True,
+        help="MiniVB (VoiceBank-DEMAND layout) or, with --task dereverb, "
+        "MiniWHAMR (WHAMR! layout)",
+    )
+    add(
+        "--task",
+        choices=TASK_INPUT,
+        default="denoise",
+        help="denoise: VoiceBank-DEMAND layout, validation speakers "
+        f"{', '.join(VALID_SPEAKERS)}; dereverb: WHAMR! layout, its cv split",
+    )
+    add(
+        "--init",
+        help="warm start: every variant's score network starts from the "
+        "one of this from_hparams source (a folder or a bundled model's "
+        "name, e.g. minivb-small) instead of a seeded random init",
+    )
     add("--out", required=True, help="output folder (prepared data too)")
     add("--variants", type=parse_variants, default=DEFAULT_VARIANTS)
     add("--config", default="small", help="hparams/models/<config>.yaml")
@@ -299,12 +325,24 @@ def markdown(header, rows):
 # ---------------------------------------------------------------------------
 def prepare(args):
     """Library preparation into <out>/prepared; returns the manifests."""
+    save_folder = pathlib.Path(args.out) / "prepared"
+    if args.task == "dereverb":
+        return prepare_whamr(
+            args.data, save_folder, task="dereverb", sample_rate=SAMPLE_RATE
+        )
     return prepare_voicebank(
         args.data,
-        pathlib.Path(args.out) / "prepared",
+        save_folder,
         valid_speakers=VALID_SPEAKERS,
         sample_rate=SAMPLE_RATE,
     )
+
+
+def validation_source(settings):
+    """Where the validation utterances come from, for the report."""
+    if settings.get("task", "denoise") == "dereverb":
+        return "the WHAMR! cv split"
+    return f"speakers {', '.join(VALID_SPEAKERS)}"
 
 
 def train_set(manifests, args):
@@ -698,15 +736,26 @@ def settings_lines(result):
         f"training: model `{s['config']}`, {s['steps']} Adam steps, lr "
         f"{s['lr']}, batch {s['batch_size']} x {s['crop_frames']} frames, "
         f"clip {s['clip']}, {ema} (evaluated), "
+        f"{init_text(s.get('init'))}, "
         f"seed{'s' if len(s['seeds']) > 1 else ''} "
         f"{', '.join(map(str, s['seeds']))}",
-        f"validation: {len(result['items'])} utterances of speakers "
-        f"{', '.join(VALID_SPEAKERS)} ({valid}); -ELBO with "
+        f"validation: {len(result['items'])} utterances of "
+        f"{validation_source(s)} ({valid}); -ELBO with "
         f"{s['elbo_diffusion_samples']} stratified diffusion draws and "
         f"{s['elbo_reconstruction_samples']} reconstruction draws; IoC "
         f"with {s['ioc_probes']} Hutchinson probes, times "
         f"{ioc_grid_text(s['ioc_times'])}",
     ]
+
+
+def init_text(source):
+    if source is None:
+        return "seeded random init"
+    return f"warm start from the score network of {source}"
+
+
+def input_label(result):
+    return TASK_INPUT[result["settings"].get("task", "denoise")]
 
 
 def ioc_grid_text(times):
@@ -773,7 +822,7 @@ def tweedie_table(result):
     variants = result["variants"]
     times = list(variants[0]["summary"]["tweedie_si_sdr"]["model"])
     noisy = fmt(result["noisy"]["si_sdr"], 2)
-    rows = [["noisy input"] + [noisy] * len(times)]
+    rows = [[input_label(result)] + [noisy] * len(times)]
     references = {}
     for v in variants:
         references.setdefault(v["gns_preset"], v)
@@ -798,7 +847,7 @@ def tweedie_cells(variant, key, times):
 def sampled_table(result):
     noisy = result["noisy"]
     rows = [
-        ["noisy input", "-", "-"]
+        [input_label(result), "-", "-"]
         + [fmt(noisy[k], 2) for k in ("pesq", "estoi", "si_sdr")]
     ]
     samplers = list(result["variants"][0]["summary"]["sampled"])
@@ -1097,7 +1146,7 @@ def save(result, out):
 def training_key(gns_name, loss_name, args, dataset):
     """What makes a trained model: the saved one is reused only if equal."""
     keys = ("config", "steps", "lr", "batch_size", "crop_frames", "clip")
-    return {
+    key = {
         "gns": gns_name,
         "loss": loss_name,
         **{key: getattr(args, key) for key in keys},
@@ -1106,6 +1155,9 @@ def training_key(gns_name, loss_name, args, dataset):
         "data": str(pathlib.Path(args.data).resolve()),
         "train_utterances": len(dataset),
     }
+    if args.init is not None:  # absent for random init: older saved models
+        key["init"] = args.init  # stay reusable
+    return key
 
 
 def evaluation_key(args, items):
@@ -1148,6 +1200,9 @@ def trained_model(gns_name, loss_name, sde, transform, data, args, device):
     path = args.models_dir / f"{stem}.pt"
     key = training_key(gns_name, loss_name, args, data["train"])
     model = build_model(args.config, sde, args.seed, device)
+    init_score(
+        {"score_backbone": model.backbone, "score_init_folder": args.init}
+    )
     if path.exists():
         saved = torch.load(path, map_location=device, weights_only=True)
         if saved.get("settings") == key:
