@@ -31,7 +31,9 @@ validation (``--split valid``, default: for choosing) or test split of a
 mini data set and with a trained model, PESQ-WB, ESTOI and SI-SDR of the
 noisy input, of stage 1 and of both stages for each sampler setting of
 ``--quality-samplers`` (one stage-1 sample per item, the refiner applied
-to that same sample), and names the best setting by ``--metric``.
+to that same sample), and names the best setting by ``--metric``. A
+second table gives each system's mean difference from the input over the
+same items with its 95 % paired bootstrap interval (``paired_interval``).
 
 With ``--backends`` it compares what runs the networks (issue 15), in one
 process: the per-forward time of ``--backend-configs`` (default small,
@@ -490,15 +492,17 @@ def quality(args):
         for i in items
     ]
 
-    def mean_scores(estimates):
+    def scores(estimates):
+        """Per-item values (``items``) and their means."""
         values = {"pesq": [], "estoi": [], "si_sdr": []}
         for out, (_, clean) in zip(estimates, pairs, strict=True):
             values["pesq"].append(float(pesq_wb(out, clean)))
             values["estoi"].append(float(estoi(out, clean)))
             values["si_sdr"].append(float(si_sdr(out, clean)))
-        return {k: sum(v) / len(v) for k, v in values.items()}
+        means = {k: sum(v) / len(v) for k, v in values.items()}
+        return {**means, "items": values}
 
-    rows = [{"system": "noisy", "nfe": 0, **mean_scores(p[0] for p in pairs)}]
+    rows = [{"system": "noisy", "nfe": 0, **scores(p[0] for p in pairs)}]
     systems = ["stage1"] + (["stage1+2"] if enhancer.has_refiner else [])
     for spec in args.quality_samplers:
         name, steps = spec.split(":")
@@ -512,7 +516,7 @@ def quality(args):
                     "system": system,
                     "sampler": spec,
                     "nfe": outs[0]["nfe"] + (system == "stage1+2"),
-                    **mean_scores(o[system] for o in outs),
+                    **scores(o[system] for o in outs),
                 }
             )
     header = "| system | sampler | NFE | PESQ-WB | ESTOI | SI-SDR (dB) |"
@@ -535,6 +539,11 @@ def quality(args):
         "per item (item k seeded with k), the refiner applied to that sample"
     )
     print("\n".join(lines))
+    print(
+        "\nDifference from the input, mean over the same items [95 % paired "
+        "bootstrap interval]:\n"
+    )
+    print("\n".join(difference_lines(rows)))
     for system, row in best.items():
         print(f"Best {system} by {args.metric}: {row['sampler']}")
     print(
@@ -547,6 +556,51 @@ def quality(args):
     )
     if args.json:
         write_json_atomic(args.json, rows, indent=1)
+
+
+def paired_interval(values, base, resamples=10000, seed=0):
+    """Mean of ``values - base`` and its 95 % percentile-bootstrap interval.
+
+    The items are resampled with replacement, the same items for both
+    (paired), so what the two share (the item's difficulty) cancels.
+
+    Example
+    -------
+    >>> paired_interval([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
+    (1.0, 1.0, 1.0)
+    """
+    import numpy as np
+
+    diff = np.asarray(values, float) - np.asarray(base, float)
+    if diff.ndim != 1 or diff.size == 0:
+        raise ValueError("values and base need one entry per item.")
+    picks = np.random.default_rng(seed).integers(
+        0, diff.size, (resamples, diff.size)
+    )
+    low, high = np.percentile(diff[picks].mean(1), [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
+def difference_lines(rows):
+    """Markdown table: each system's paired difference from ``rows[0]``."""
+    base = rows[0]["items"]
+    lines = [
+        "| system | sampler | PESQ-WB | ESTOI | SI-SDR (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows[1:]:
+        cells = []
+        for key, digits in (("pesq", 3), ("estoi", 3), ("si_sdr", 2)):
+            mean, low, high = paired_interval(row["items"][key], base[key])
+            cells.append(
+                f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+            )
+        lines.append(
+            f"| {row['system']} | {row['sampler']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------
