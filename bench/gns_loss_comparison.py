@@ -102,6 +102,7 @@ SAMPLE_RATE = 16000
 VALID_SPEAKERS = ("p226", "p287")
 # the input each task enhances: the reference row of the tables
 TASK_INPUT = {"denoise": "noisy input", "dereverb": "reverberant input"}
+CORPUS = {"denoise": "MiniVB", "dereverb": "MiniWHAMR"}
 DEFAULT_VARIANTS = (
     "sgmse:sigma2,smax1:sigma2,sgmse:likelihood,sgmse:data_prediction"
 )
@@ -1096,7 +1097,8 @@ def plot_ioc_by_gns(result, out):
 
 
 def report(result):
-    lines = ["# GNS and loss comparison on MiniVB validation data", ""]
+    corpus = CORPUS[result["settings"].get("task", "denoise")]
+    lines = [f"# GNS and loss comparison on {corpus} validation data", ""]
     lines += [f"- {line}" for line in settings_lines(result)]
     sections = [
         ("Training (same init, batches and random stream)", training_table),

@@ -208,6 +208,7 @@ def test_dereverb_warm_start_end_to_end(bench, tiny_models, tmp_path):
         for k, v in init.items()
     )
     report = (out / "gns_loss_comparison.md").read_text()
+    assert report.startswith("# GNS and loss comparison on MiniWHAMR")
     assert "| reverberant input |" in report
     assert "noisy input" not in report
     assert "WHAMR! cv split" in report
