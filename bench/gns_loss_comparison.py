@@ -743,10 +743,19 @@ def settings_lines(result):
         f"validation: {len(result['items'])} utterances of "
         f"{validation_source(s)} ({valid}); -ELBO with "
         f"{s['elbo_diffusion_samples']} stratified diffusion draws and "
-        f"{s['elbo_reconstruction_samples']} reconstruction draws; IoC "
-        f"with {s['ioc_probes']} Hutchinson probes, times "
-        f"{ioc_grid_text(s['ioc_times'])}",
+        f"{s['elbo_reconstruction_samples']} reconstruction draws; "
+        + ioc_settings_text(s),
     ]
+
+
+def ioc_settings_text(settings):
+    if settings["ioc_times"] == 0:
+        return "no IoC (--ioc-times 0)"
+    probes = settings["ioc_probes"]
+    return (
+        f"IoC with {probes} Hutchinson probe{'s' if probes > 1 else ''}, "
+        f"times {ioc_grid_text(settings['ioc_times'])}"
+    )
 
 
 def init_text(source):
@@ -761,7 +770,7 @@ def input_label(result):
 
 def ioc_grid_text(times):
     if isinstance(times, int):
-        return "none" if times == 0 else f"{times} evenly on [t_eps, 1]"
+        return f"{times} evenly on [t_eps, 1]"
     return ", ".join(f"{t:g}" for t in times)
 
 
@@ -1027,6 +1036,8 @@ def ioc_curve_table(result):
 def ioc_stats_table(result):
     """Per variant: where IoC reaches each level, mean IoC over t; for
     each, mean ± std over seeds of the per-seed curves."""
+    if not ioc_entries(result):
+        return "No IoC (--ioc-times 0)."
     rows = []
     for name, ioc in ioc_entries(result).items():
         seeds = ioc["per_seed"]

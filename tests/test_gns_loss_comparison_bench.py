@@ -213,3 +213,7 @@ def test_dereverb_warm_start_end_to_end(bench, tiny_models, tmp_path):
     assert "noisy input" not in report
     assert "WHAMR! cv split" in report
     assert f"warm start from the score network of {stage1}" in report
+    # without IoC the report says so once per IoC table, with no empty table
+    assert "no IoC (--ioc-times 0)" in report
+    assert report.count("No IoC (--ioc-times 0).") == 2
+    assert "Hutchinson" not in report
