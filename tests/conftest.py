@@ -4,17 +4,22 @@ None of them is autouse: a test module asks for what it needs, e.g. with
 ``pytestmark = pytest.mark.usefixtures("one_thread")``.
 """
 
+import importlib.util
 import pathlib
 
 import pytest
 import torch
 
 from speechbrain_elbo.export import export_enhancer, module_from_yaml
+from speechbrain_elbo.minidata.acoustics import RoomConfig
+from speechbrain_elbo.minidata.builders import build_miniwhamr
+from speechbrain_elbo.minidata.clips import DEFAULT_SAMPLES, load_fixtures
 from speechbrain_elbo.sampling import Sampler
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 from speechbrain_elbo.spectral import SpectralTransform
 
-MODELS = pathlib.Path(__file__).resolve().parents[1] / "hparams" / "models"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODELS = ROOT / "hparams" / "models"
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,37 @@ def imported_sgmse(tmp_path_factory):
     out = tmp_path_factory.mktemp("imported") / "sgmse_ncsnpp"
     import_sgmse(checkpoint / "ncsnpp_small.ckpt", out, steps=2)
     return out
+
+
+def _script(relative):
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def script():
+    """``script("bench/inference.py")``: a script of the repository
+    (``bench/``, ``tools/``), which is not a package, imported as a module."""
+    return _script
+
+
+@pytest.fixture(scope="session")
+def tiny_miniwhamr(tmp_path_factory):
+    """A MiniWHAMR folder built from the bundled speech samples: 3 s of
+    training speech, 2 validation and 3 test items, rooms of RT60 0.2-0.5 s.
+    """
+    data = tmp_path_factory.mktemp("miniwhamr") / "miniwhamr"
+    build_miniwhamr(
+        data,
+        load_fixtures(DEFAULT_SAMPLES, segment_seconds=1.0),
+        seed=7,
+        room_config=RoomConfig(rt60_range=(0.2, 0.5)),
+        progress=False,
+        train_minutes=0.05,
+        valid_items=2,
+        test_items=3,
+    )
+    return data

@@ -8,9 +8,6 @@ normalisation, bootstrap interval, choice of the defaults) are tested here
 too; the benchmark itself needs pocketsphinx and the MiniVB sources.
 """
 
-import importlib.util
-import pathlib
-
 import pytest
 import sentencepiece as spm
 import torch
@@ -274,14 +271,8 @@ def test_chain_defaults_are_the_benchmarked_ones(enhancer, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bench():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench"
-    spec = importlib.util.spec_from_file_location(
-        "asr_chain", path / "asr_chain.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(script):
+    return script("bench/asr_chain.py")
 
 
 def test_text_normalisation(bench):

@@ -2,7 +2,6 @@
 
 import functools
 import http.server
-import importlib.util
 import json
 import math
 import pathlib
@@ -588,18 +587,8 @@ def test_pretrained_names(tmp_path, one_thread):
         assert (pretrained_path(name) / "hyperparams.yaml").is_file()
 
 
-def _demo_train_tool():
-    path = pathlib.Path(__file__).resolve().parents[1] / "tools"
-    spec = importlib.util.spec_from_file_location(
-        "demo_train", path / "demo_train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_demo_train_takes_sizes_not_a_budget(tmp_path, capsys):
-    tool = _demo_train_tool()
+def test_demo_train_takes_sizes_not_a_budget(script, tmp_path, capsys):
+    tool = script("tools/demo_train.py")
     assert (tool.checkout_root() / tool.RECIPE).is_file()
     args = tool.build_parser().parse_args([])
     assert (args.epochs, args.train_minutes) == (60, 3.0)

@@ -7,29 +7,18 @@ end-to-end run trains the tiny network for two steps.
 """
 
 import argparse
-import importlib.util
 import math
-import pathlib
 
 import pytest
 import torch
 
 from speechbrain_elbo.export import read_state_dict
-from speechbrain_elbo.minidata.acoustics import RoomConfig
-from speechbrain_elbo.minidata.builders import build_miniwhamr
-from speechbrain_elbo.minidata.clips import DEFAULT_SAMPLES, load_fixtures
 from speechbrain_elbo.sde import OUVESDE, GeometricGNS
 
 
 @pytest.fixture(scope="module")
-def bench():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench"
-    spec = importlib.util.spec_from_file_location(
-        "gns_loss_comparison", path / "gns_loss_comparison.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(script):
+    return script("bench/gns_loss_comparison.py")
 
 
 def _variant(name, seed, total, diffusion=1.0, ioc=None):
@@ -152,21 +141,13 @@ def test_parsers(bench):
     assert bench.ioc_times(argparse.Namespace(ioc_times=0), sde) == []
 
 
-def test_dereverb_warm_start_end_to_end(bench, tiny_models, tmp_path):
+def test_dereverb_warm_start_end_to_end(
+    bench, tiny_models, tiny_miniwhamr, tmp_path
+):
     # --task dereverb reads the WHAMR! layout; --init starts every variant
     # from the given model's score network: with lr 0 the evaluated (EMA)
     # weights are exactly those, not the seeded random init
-    data = tmp_path / "miniwhamr"
-    build_miniwhamr(
-        data,
-        load_fixtures(DEFAULT_SAMPLES, segment_seconds=1.0),
-        seed=7,
-        room_config=RoomConfig(rt60_range=(0.2, 0.5)),
-        progress=False,
-        train_minutes=0.05,
-        valid_items=2,
-        test_items=1,
-    )
+    data = tiny_miniwhamr
     stage1, _ = tiny_models
     out = tmp_path / "out"
     common = [

@@ -5,27 +5,15 @@ difference from the input with its bootstrap interval.
 runs end to end with the tiny two-stage model on a tiny MiniWHAMR test split.
 """
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 import torch
 
-from speechbrain_elbo.minidata.acoustics import RoomConfig
-from speechbrain_elbo.minidata.builders import build_miniwhamr
-from speechbrain_elbo.minidata.clips import DEFAULT_SAMPLES, load_fixtures
-
 
 @pytest.fixture(scope="module")
-def bench():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench"
-    spec = importlib.util.spec_from_file_location(
-        "inference_bench", path / "inference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(script):
+    return script("bench/inference.py")
 
 
 def test_paired_interval(bench):
@@ -49,19 +37,9 @@ def test_paired_interval(bench):
 
 
 def test_quality_reports_paired_differences(
-    bench, tiny_models, tmp_path, capsys
+    bench, tiny_models, tiny_miniwhamr, tmp_path, capsys
 ):
-    data = tmp_path / "miniwhamr"
-    build_miniwhamr(
-        data,
-        load_fixtures(DEFAULT_SAMPLES, segment_seconds=1.0),
-        seed=7,
-        room_config=RoomConfig(rt60_range=(0.2, 0.5)),
-        progress=False,
-        train_minutes=0.05,
-        valid_items=1,
-        test_items=3,
-    )
+    data = tiny_miniwhamr
     _, two_stage = tiny_models
     rows_json = tmp_path / "rows.json"
     threads = torch.get_num_threads()

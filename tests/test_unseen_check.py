@@ -5,9 +5,7 @@ Everything runs on synthetic sources and the tiny random models of
 """
 
 import csv
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
 import pytest
@@ -17,16 +15,12 @@ from speechbrain_elbo.minidata.signals import active_speech_level, mix_at_snr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "unseen_check.py"
 RATE = 16000
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("unseen_check", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(script):
+    return script("tools/unseen_check.py")
 
 
 def _speechlike(seconds, rng):
