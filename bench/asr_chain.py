@@ -179,7 +179,8 @@ def bootstrap_wer(errors, words, resamples=RESAMPLES, seed=0, base=None):
     """Pooled WER (%) and its 95 % percentile-bootstrap interval.
 
     The utterances are resampled with replacement ``resamples`` times; the
-    WER of a resample is its errors over its reference words. With
+    WER of a resample is its errors over its reference words
+    (:func:`speechbrain_elbo.metrics.bootstrap_interval`). With
     ``base`` (the errors of another condition on the same utterances) the
     statistic is the paired difference ``WER - WER(base)``, the same
     resamples serving both.
@@ -208,17 +209,9 @@ def bootstrap_wer(errors, words, resamples=RESAMPLES, seed=0, base=None):
     >>> wer, low, high
     (50.0, 0.0, 100.0)
     """
-    errors = np.asarray(errors, dtype=np.float64)
-    words = np.asarray(words, dtype=np.float64)
-    if errors.shape != words.shape or errors.size == 0:
-        raise ValueError("errors and words need one entry per utterance.")
-    if base is not None:
-        errors = errors - np.asarray(base, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, errors.size, size=(resamples, errors.size))
-    stats = errors[picks].sum(1) / np.maximum(words[picks].sum(1), 1)
-    value = errors.sum() / max(words.sum(), 1)
-    low, high = np.percentile(stats, [2.5, 97.5])
+    from speechbrain_elbo.metrics import bootstrap_interval
+
+    value, low, high = bootstrap_interval(errors, words, base, resamples, seed)
     return 100 * value, 100 * low, 100 * high
 
 

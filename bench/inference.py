@@ -33,7 +33,8 @@ noisy input, of stage 1 and of both stages for each sampler setting of
 ``--quality-samplers`` (one stage-1 sample per item, the refiner applied
 to that same sample), and names the best setting by ``--metric``. A
 second table gives each system's mean difference from the input over the
-same items with its 95 % paired bootstrap interval (``paired_interval``).
+same items with its 95 % paired bootstrap interval
+(``speechbrain_elbo.metrics.bootstrap_interval``).
 
 With ``--backends`` it compares what runs the networks (issue 15), in one
 process: the per-forward time of ``--backend-configs`` (default small,
@@ -558,31 +559,11 @@ def quality(args):
         write_json_atomic(args.json, rows, indent=1)
 
 
-def paired_interval(values, base, resamples=10000, seed=0):
-    """Mean of ``values - base`` and its 95 % percentile-bootstrap interval.
-
-    The items are resampled with replacement, the same items for both
-    (paired), so what the two share (the item's difficulty) cancels.
-
-    Example
-    -------
-    >>> paired_interval([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
-    (1.0, 1.0, 1.0)
-    """
-    import numpy as np
-
-    diff = np.asarray(values, float) - np.asarray(base, float)
-    if diff.ndim != 1 or diff.size == 0:
-        raise ValueError("values and base need one entry per item.")
-    picks = np.random.default_rng(seed).integers(
-        0, diff.size, (resamples, diff.size)
-    )
-    low, high = np.percentile(diff[picks].mean(1), [2.5, 97.5])
-    return float(diff.mean()), float(low), float(high)
-
-
 def difference_lines(rows):
-    """Markdown table: each system's paired difference from ``rows[0]``."""
+    """Markdown table: each system's mean paired difference from
+    ``rows[0]`` over the items, with its 95 % bootstrap interval."""
+    from speechbrain_elbo.metrics import bootstrap_interval
+
     base = rows[0]["items"]
     lines = [
         "| system | sampler | PESQ-WB | ESTOI | SI-SDR (dB) |",
@@ -591,7 +572,9 @@ def difference_lines(rows):
     for row in rows[1:]:
         cells = []
         for key, digits in (("pesq", 3), ("estoi", 3), ("si_sdr", 2)):
-            mean, low, high = paired_interval(row["items"][key], base[key])
+            mean, low, high = bootstrap_interval(
+                row["items"][key], base=base[key], resamples=10000
+            )
             cells.append(
                 f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
             )

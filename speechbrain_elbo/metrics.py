@@ -8,6 +8,8 @@ NaN-aware averages (PESQ can fail on an utterance without speech), and merges
 the per-utterance scores of several DDP processes. :func:`metric_bins`
 averages per-utterance scores within bins of a per-utterance condition (e.g.
 the measured RT60 or DRR of a test room), to show where a system fails.
+:func:`bootstrap_interval` gives a 95 % interval for a mean, a pooled ratio
+(e.g. a WER) or a paired difference of per-utterance values.
 
 Example
 -------
@@ -37,6 +39,7 @@ __all__ = [
     "METRICS",
     "EnhancementMetrics",
     "nan_mean",
+    "bootstrap_interval",
     "gather_objects",
     "metric_bins",
     "BIN_FIELDS",
@@ -234,6 +237,66 @@ def nan_mean(values):
     if not finite:
         return float("nan")
     return float(np.mean(finite))
+
+
+def bootstrap_interval(values, weights=None, base=None, resamples=2000, seed=0):
+    """``sum(values - base) / sum(weights)`` and its 95 % percentile-bootstrap
+    interval over the items.
+
+    The items are resampled with replacement ``resamples`` times and the
+    statistic is computed on each resample. Without ``weights`` it is the
+    mean; with them a pooled ratio (word errors over reference words is the
+    WER). With ``base`` (the values of another system on the same items) it
+    is the paired difference: the same resamples serve both, so what the
+    two share (an item's difficulty) cancels.
+
+    Arguments
+    ---------
+    values : sequence of float
+        One value per item.
+    weights : sequence of float, optional
+        One denominator per item, a count such as reference words (default
+        1 each: the mean). A resample whose weights sum to less than 1 is
+        divided by 1.
+    base : sequence of float, optional
+        The values to subtract, one per item.
+    resamples : int
+        Bootstrap resamples.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    tuple of float
+        (statistic, low, high).
+
+    Example
+    -------
+    >>> bootstrap_interval([2.0, 3.0, 4.0], base=[1.0, 2.0, 3.0])
+    (1.0, 1.0, 1.0)
+    >>> bootstrap_interval([3, 0], weights=[10, 2])[0]
+    0.25
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError("bootstrap_interval: give one value per item.")
+    weights = (
+        np.ones_like(values)
+        if weights is None
+        else np.asarray(weights, dtype=np.float64)
+    )
+    base = np.zeros_like(values) if base is None else np.asarray(base, float)
+    if weights.shape != values.shape or base.shape != values.shape:
+        raise ValueError(
+            "bootstrap_interval: give one weight and one base value per item."
+        )
+    values = values - base
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.size, size=(resamples, values.size))
+    stats = values[picks].sum(1) / np.maximum(weights[picks].sum(1), 1.0)
+    statistic = values.sum() / max(weights.sum(), 1.0)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return float(statistic), float(low), float(high)
 
 
 def gather_objects(obj):

@@ -318,7 +318,7 @@ def test_bootstrap_interval_hand_checkable(bench):
     # paired difference: the same resamples for both conditions
     delta = bench.bootstrap_wer([2, 2], [4, 4], base=[1, 1])
     assert delta == (25.0, 25.0, 25.0)
-    with pytest.raises(ValueError, match="one entry per utterance"):
+    with pytest.raises(ValueError, match="one weight and one base value"):
         bench.bootstrap_wer([1], [1, 2])
 
 

@@ -1,4 +1,5 @@
-"""PESQ-WB, ESTOI, SI-SDR and their MetricStats wrapper."""
+"""PESQ-WB, ESTOI, SI-SDR, their MetricStats wrapper and the bootstrap
+interval of per-utterance values."""
 
 import math
 
@@ -7,6 +8,7 @@ import torch
 
 from speechbrain_elbo.metrics import (
     EnhancementMetrics,
+    bootstrap_interval,
     estoi,
     gather_objects,
     nan_mean,
@@ -115,3 +117,27 @@ def test_helpers():
     assert nan_mean([1.0, float("nan"), 2.0]) == 1.5
     assert math.isnan(nan_mean([float("nan")]))
     assert gather_objects(3) == [3]
+
+
+def test_bootstrap_interval_hand_checkable():
+    # the same shift on every item: no spread, whatever the resample
+    assert bootstrap_interval([2.0, 5.0, 4.0], base=[1.0, 4.0, 3.0]) == (
+        1.0,
+        1.0,
+        1.0,
+    )
+    # differences 0 and 1: the mean of a resample of two is 0, 0.5 or 1
+    # with probabilities 1/4, 1/2, 1/4, so the 2.5 and 97.5 percentiles
+    # are the extremes
+    assert bootstrap_interval([0.0, 1.0], resamples=4000) == (0.5, 0.0, 1.0)
+    # paired: a large shared item effect does not widen the interval
+    paired = bootstrap_interval([10.1, 0.1, 5.1, -3.9], base=[10, 0, 5, -4])
+    assert paired == pytest.approx((0.1, 0.1, 0.1))
+    unpaired = bootstrap_interval([10.1, 0.1, 5.1, -3.9])
+    assert unpaired[2] - unpaired[1] > 5
+    # pooled ratio, not a mean of ratios: 3 in 10 and 0 in 2 is 0.25
+    assert bootstrap_interval([3, 0], weights=[10, 2])[0] == 0.25
+    with pytest.raises(ValueError, match="one value per item"):
+        bootstrap_interval([])
+    with pytest.raises(ValueError, match="one weight and one base value"):
+        bootstrap_interval([1.0, 2.0], base=[1.0])
